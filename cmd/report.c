@@ -1,0 +1,157 @@
+/*
+ * Messages in the tool's one format ("resnet: ..." on stderr), the
+ * verbosity flags, and finding model files along the search path.
+ */
+#include <config.h>
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmd.h"
+
+int verbosity = 1;
+
+static void vreport(const char *prefix, const char *fmt, va_list ap) {
+    fputs(prefix, stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
+void error(const char *fmt, ...) {
+    va_list ap;
+
+    va_start(ap, fmt);
+    vreport("resnet: ", fmt, ap);
+    va_end(ap);
+}
+
+void warning(const char *fmt, ...) {
+    va_list ap;
+
+    if (verbosity < 1) {
+        return;
+    }
+    va_start(ap, fmt);
+    vreport("resnet: warning: ", fmt, ap);
+    va_end(ap);
+}
+
+void error_lib(int code, const struct resnet_error *err) {
+    if (err && err->msg[0]) {
+        error("%s", err->msg);
+    } else {
+        error("%s", resnet_strerror(code));
+    }
+}
+
+int usage_error(const char *usage, const char *fmt, ...) {
+    va_list ap;
+    size_t len = strcspn(usage, "\n");
+
+    va_start(ap, fmt);
+    vreport("resnet: ", fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "%.*s\n", (int)len, usage);
+    return EXIT_USAGE;
+}
+
+bool verbosity_option(int opt) {
+    if (opt == 'v') {
+        verbosity++;
+        return true;
+    }
+    if (opt == 'q') {
+        verbosity = 0;
+        return true;
+    }
+    return false;
+}
+
+char *model_search_path(void) {
+    const char *env = getenv("RESNET_MODEL_PATH");
+    size_t len;
+    char *path;
+
+    if (!env || !*env) {
+        return strdup(RESNET_MODELDIR);
+    }
+    len = strlen(env) + 1 + strlen(RESNET_MODELDIR) + 1;
+    path = malloc(len);
+    if (path) {
+        snprintf(path, len, "%s:%s", env, RESNET_MODELDIR);
+    }
+    return path;
+}
+
+/* Weights named by a description are looked up beside it first. */
+static char *weights_search_path(const char *arch_path, const char *search) {
+    const char *slash = strrchr(arch_path, '/');
+    int dir_len = slash ? (int)(slash - arch_path) : 1;
+    const char *dir = slash ? arch_path : ".";
+    size_t len = (size_t)dir_len + 1 + strlen(search) + 1;
+    char *path = malloc(len);
+
+    if (path) {
+        snprintf(path, len, "%.*s:%s", dir_len, dir, search);
+    }
+    return path;
+}
+
+int open_model_files(const char *model, const char *weights_opt,
+                     bool need_weights, struct resnet_arch **arch,
+                     char **weights) {
+    struct resnet_error err = {0};
+    char *search = model_search_path();
+    char *arch_path = NULL, *wsearch = NULL;
+    const char *wname;
+    int rc = EXIT_FAIL;
+
+    *arch = NULL;
+    *weights = NULL;
+    if (!search) {
+        error("out of memory");
+        return EXIT_FAIL;
+    }
+
+    // The description: a path, or a name along the search path.
+    if (resnet_find_file(&arch_path, model, ".json", search, &err) ||
+        resnet_arch_load(arch, arch_path, &err)) {
+        error_lib(err.code, &err);
+        goto out;
+    }
+
+    // The weights: -w as given, else the description's default.
+    wname = weights_opt ? weights_opt : resnet_arch_weights(*arch);
+    if (!wname) {
+        if (need_weights) {
+            error("no weights for model '%s': give them with -w",
+                  resnet_arch_name(*arch));
+            goto out;
+        }
+        rc = 0;
+        goto out;
+    }
+    wsearch = weights_search_path(arch_path, search);
+    if (!wsearch) {
+        error("out of memory");
+        goto out;
+    }
+    if (resnet_find_file(weights, wname, NULL, weights_opt ? "" : wsearch,
+                         &err)) {
+        error_lib(err.code, &err);
+        goto out;
+    }
+    rc = 0;
+
+out:
+    if (rc) {
+        resnet_arch_free(*arch);
+        *arch = NULL;
+    }
+    free(wsearch);
+    free(arch_path);
+    free(search);
+    return rc;
+}

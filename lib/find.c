@@ -1,0 +1,79 @@
+/*
+ * Finding model descriptions and weights by name along a search path of
+ * folders, so `-m resnet50` works like a command found on $PATH.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "internal.h"
+
+static bool is_file(const char *path) {
+    struct stat st;
+
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* dir + "/" + name + suffix as a new string, or NULL when out of memory. */
+static char *join(const char *dir, size_t dir_len, const char *name,
+                  const char *suffix) {
+    size_t len = dir_len + 1 + strlen(name) + strlen(suffix) + 1;
+    char *s = malloc(len);
+
+    if (s) {
+        snprintf(s, len, "%.*s/%s%s", (int)dir_len, dir, name, suffix);
+    }
+    return s;
+}
+
+int resnet_find_file(char **out, const char *name, const char *suffix,
+                     const char *search_path, struct resnet_error *err) {
+    const char *dir = search_path ? search_path : "";
+    const char *sfx[2] = {"", suffix ? suffix : ""};
+
+    *out = NULL;
+    if (strchr(name, '/') || is_file(name)) {
+        *out = strdup(name);
+        if (!*out) {
+            return rn_error(err, RESNET_ENOMEM, 0, "out of memory");
+        }
+        if (!is_file(name)) {
+            free(*out);
+            *out = NULL;
+            return rn_error(err, RESNET_EIO, errno ? errno : ENOENT,
+                            "cannot open '%s'", name);
+        }
+        return RESNET_OK;
+    }
+
+    // Each folder of the path in turn, the bare name before name+suffix.
+    while (*dir) {
+        size_t len = strcspn(dir, ":");
+
+        for (int i = 0; i < 2 && len > 0; i++) {
+            char *path;
+
+            if (i == 1 && !suffix) {
+                break;
+            }
+            path = join(dir, len, name, sfx[i]);
+            if (!path) {
+                return rn_error(err, RESNET_ENOMEM, 0, "out of memory");
+            }
+            if (is_file(path)) {
+                *out = path;
+                return RESNET_OK;
+            }
+            free(path);
+        }
+        dir += len + (dir[len] == ':');
+    }
+    return rn_error(err, RESNET_EIO, 0,
+                    "cannot find '%s' (searched %s)", name,
+                    search_path && *search_path ? search_path
+                                                : "an empty path");
+}
