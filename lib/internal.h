@@ -120,6 +120,98 @@ int rn_safetensors_write(const char *path, const struct rn_tensor *tensors,
                          bool overwrite, struct resnet_error *err);
 
 /* ------------------------------------------------------------------ */
+/* lib/pickle.c: a pickle reader that runs nothing                      */
+
+/* Kinds of value the pickle reader builds. */
+enum rn_pv_kind {
+    RN_PV_NONE,
+    RN_PV_BOOL,
+    RN_PV_INT,
+    RN_PV_BIGINT,  // an integer too wide for int64: raw bytes in str
+    RN_PV_FLOAT,
+    RN_PV_STR,     // text, UTF-8 as stored
+    RN_PV_BYTES,
+    RN_PV_TUPLE,
+    RN_PV_LIST,
+    RN_PV_DICT,    // dicts and OrderedDicts: key, value pairs in order
+    RN_PV_GLOBAL,  // an allowed global (function or class), not called
+    RN_PV_STORAGE, // a storage named by a persistent id
+    RN_PV_TENSOR,  // a view of a storage
+};
+
+/*
+ * One value. Values belong to the struct rn_pickle that made them and may
+ * be shared (the memo hands out the same value again).
+ */
+struct rn_pval {
+    enum rn_pv_kind kind;
+    int depth;             // nesting depth: 0 for scalars
+    struct rn_pval *chain; // next value of the same pickle, for freeing
+    union {
+        bool b;
+        int64_t i;
+        double f;
+        struct {
+            char *s;       // NUL-terminated copy; len excludes the NUL
+            size_t len;
+        } str;             // STR, BYTES, BIGINT (little-endian bytes)
+        struct {
+            struct rn_pval **items; // DICT: key0, value0, key1, ...
+            size_t n;               // items (DICT: 2 * entries)
+            size_t cap;
+        } seq;             // TUPLE, LIST, DICT
+        struct {
+            int id;        // which allowed global (private to pickle.c)
+            enum rn_dtype dtype; // for storage types
+            const char *name;    // "module.name"
+        } global;
+        struct {
+            enum rn_dtype dtype;
+            const char *key;      // the record or storage key
+            const char *location; // "cpu", "cuda:0", ...
+            int64_t root_numel;   // elements of the whole record
+            int64_t offset;       // first element of this storage (views)
+            int64_t numel;        // elements of this storage
+        } storage;
+        struct {
+            const struct rn_pval *storage;
+            int64_t offset;       // in elements of the storage
+            int n_dims;
+            int64_t shape[RN_MAX_DIMS];
+            int64_t stride[RN_MAX_DIMS]; // in elements
+        } tensor;
+    } u;
+};
+
+/* A parsed pickle: owns every value it made. */
+struct rn_pickle {
+    struct rn_pval *root;
+    struct rn_pval *values; // all values, chained through ->chain
+    size_t n_values;
+};
+
+/*
+ * Runs the pickle in buf[0, len) up to its STOP opcode without executing
+ * anything: only the globals a PyTorch state_dict needs are allowed
+ * (OrderedDict, the tensor and parameter rebuild functions, storage
+ * types), and any other is refused with an error naming it. Stack, memo,
+ * value count and nesting are bounded. name is the file for messages.
+ * *used gets the bytes read, up to and including STOP (may be NULL).
+ * *out is new; free with rn_pickle_free(). Returns RESNET_EFORMAT,
+ * RESNET_EUNSUPPORTED or RESNET_ENOMEM.
+ */
+int rn_pickle_load(struct rn_pickle **out, const void *buf, size_t len,
+                   const char *name, size_t *used, struct resnet_error *err);
+
+void rn_pickle_free(struct rn_pickle *p);
+
+/* The value for string key in dict d, or NULL (also when d is no dict). */
+const struct rn_pval *rn_pval_get(const struct rn_pval *d, const char *key);
+
+/* Whether v is a string equal to s. */
+bool rn_pval_is_str(const struct rn_pval *v, const char *s);
+
+/* ------------------------------------------------------------------ */
 /* lib/arch.c: the network as a list of layers                          */
 
 /* Values live in numbered slots of the workspace; see lib/model.c. */
