@@ -212,6 +212,46 @@ const struct rn_pval *rn_pval_get(const struct rn_pval *d, const char *key);
 bool rn_pval_is_str(const struct rn_pval *v, const char *s);
 
 /* ------------------------------------------------------------------ */
+/* lib/torchfile.c: state dicts from torch.save and safetensors files   */
+
+/* Called now and then while storages are read: bytes done of total. */
+typedef void (*rn_progress_fn)(void *ctx, size_t done, size_t total);
+
+/* A state dict read from a file: named tensors owning their data. */
+struct rn_state_dict {
+    int n_tensors;
+    struct rn_tensor *tensors; // names and contiguous data owned here
+    const char *format;        // "zip", "legacy" or "safetensors"
+    const char *found_under;   // checkpoint key that held it, or NULL
+    const char *prefix;        // prefix stripped from every name, or NULL
+    int n_dropped;             // num_batches_tracked tensors left out
+};
+
+/*
+ * Reads the tensors of the PyTorch zip, legacy (pre-1.6) or safetensors
+ * file at path, told apart by content. A checkpoint's state dict is found
+ * under "state_dict" or "model"; a "module." prefix common to all names
+ * is stripped; num_batches_tracked is dropped. Views are copied out
+ * contiguously, honouring storage offset and strides. Nothing from the
+ * file is executed (see rn_pickle_load()). progress may be NULL.
+ * *out is new; free with rn_state_dict_free(). Returns RESNET_EIO,
+ * RESNET_EFORMAT, RESNET_EUNSUPPORTED or RESNET_ENOMEM.
+ */
+int rn_state_dict_load(struct rn_state_dict **out, const char *path,
+                       rn_progress_fn progress, void *progress_ctx,
+                       struct resnet_error *err);
+
+void rn_state_dict_free(struct rn_state_dict *sd);
+
+/*
+ * Converts every floating-point tensor to dtype (F32, F16 or BF16),
+ * rounding to nearest even where it narrows; *n_narrowed_f64 gets the
+ * number of F64 tensors narrowed. Returns RESNET_ENOMEM.
+ */
+int rn_state_dict_cast(struct rn_state_dict *sd, enum rn_dtype dtype,
+                       int *n_narrowed_f64, struct resnet_error *err);
+
+/* ------------------------------------------------------------------ */
 /* lib/arch.c: the network as a list of layers                          */
 
 /* Values live in numbered slots of the workspace; see lib/model.c. */
