@@ -55,7 +55,7 @@ struct classify_opts {
 struct result {
     bool done;
     int rc;
-    char msg[256];
+    char msg[512]; // room for a library message and a prefix
     int *index;     // top classes, most likely first
     float *prob;    // their probabilities
     float *logits;  // all n_classes logits
