@@ -40,6 +40,46 @@ static inline bool rn_mul_size(size_t a, size_t b, size_t *out) {
 }
 
 /* ------------------------------------------------------------------ */
+/* lib/image.c, lib/resize.c, lib/png.c, lib/jpeg.c: images             */
+
+/*
+ * A new w x h RGB image with uninitialised pixels (zeroed when zero).
+ * Returns RESNET_ENOMEM, also when w * h * 3 overflows.
+ */
+int rn_image_new(struct resnet_image **out, int w, int h, bool zero,
+                 struct resnet_error *err);
+
+/*
+ * Refuses a w x h image from name's header when it is empty or has more
+ * than max_pixels pixels (already resolved, never 0): RESNET_EFORMAT or
+ * RESNET_EUNSUPPORTED with the message the user sees.
+ */
+int rn_image_check_size(long w, long h, size_t max_pixels, const char *name,
+                        struct resnet_error *err);
+
+/*
+ * Decoders behind resnet_image_decode(): buf holds the whole file, whose
+ * signature the caller has checked. Same contract as resnet_image_decode,
+ * with max_pixels already resolved.
+ */
+int rn_png_decode(struct resnet_image **out, const uint8_t *buf, size_t len,
+                  const char *name, size_t max_pixels,
+                  struct resnet_error *err);
+int rn_jpeg_decode(struct resnet_image **out, const uint8_t *buf, size_t len,
+                   const char *name, size_t max_pixels,
+                   struct resnet_error *err);
+
+/*
+ * The window x0, y0, w, h (inside 0..full_w, 0..full_h) of in resized to
+ * full_w x full_h as resnet_image_resize() does; only the window is
+ * computed, so a crop of a large resize costs the crop. *out is new.
+ */
+int rn_image_resample(struct resnet_image **out,
+                      const struct resnet_image *in, int full_w, int full_h,
+                      int x0, int y0, int w, int h,
+                      struct resnet_error *err);
+
+/* ------------------------------------------------------------------ */
 /* lib/safetensors.c: reading and writing safetensors files            */
 
 enum rn_dtype {
