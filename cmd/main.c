@@ -17,6 +17,7 @@ struct command {
 
 static const struct command commands[] = {
     {"classify", cmd_classify, "label images with a model's top classes"},
+    {"convert", cmd_convert, "turn PyTorch or safetensors weights into a model"},
 };
 
 #define N_COMMANDS ((int)(sizeof commands / sizeof commands[0]))

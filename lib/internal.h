@@ -379,6 +379,39 @@ int rn_arch_expected(const struct resnet_arch *arch,
                      struct rn_expected **out, int *n,
                      struct resnet_error *err);
 
+/*
+ * Builds an architecture from the JSON text of a description without
+ * reading label files; name is used in messages and as its path. *out is
+ * new; free with resnet_arch_free(). Returns as rn_desc_parse().
+ */
+int rn_arch_parse(struct resnet_arch **out, const char *json, size_t len,
+                  const char *name, struct resnet_error *err);
+
+/* ------------------------------------------------------------------ */
+/* lib/recognize.c: which ResNet a state dict belongs to                */
+
+/*
+ * Recognises the torchvision ResNet, ResNeXt or Wide ResNet, or the
+ * CIFAR ResNet (option-A shortcut), whose tensors sd holds, with its
+ * stage and block counts, widths and number of classes, and writes its
+ * description as JSON text into *json (new), naming weights as the
+ * weights file. source is the input file for messages. The result is
+ * checked by building it: every tensor must be placed with its shape.
+ * Returns RESNET_ESHAPE with a message listing the tensors that could
+ * not be placed, or RESNET_ENOMEM.
+ */
+int rn_recognize(const struct rn_state_dict *sd, const char *source,
+                 const char *weights, char **json, struct resnet_error *err);
+
+/*
+ * Checks that sd holds exactly the tensors arch reads, each with the
+ * shape it expects. Returns RESNET_ESHAPE naming the first tensor that
+ * is missing, unexpected or of the wrong shape, or RESNET_ENOMEM.
+ */
+int rn_check_tensors(const struct rn_state_dict *sd,
+                     const struct resnet_arch *arch, const char *source,
+                     struct resnet_error *err);
+
 /* ------------------------------------------------------------------ */
 /* Kernels: lib/gemm.c, lib/conv.c, lib/pool.c, lib/linear.c           */
 

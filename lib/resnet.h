@@ -314,6 +314,61 @@ void resnet_set_threads(int n);
 void resnet_softmax(const float *logits, float *probs, int n);
 
 /* ------------------------------------------------------------------ */
+/* Converting PyTorch weights                                           */
+
+/* Element types resnet_convert() writes. */
+enum resnet_dtype {
+    RESNET_DTYPE_F32,
+    RESNET_DTYPE_F16,
+    RESNET_DTYPE_BF16,
+};
+
+struct resnet_convert_opts {
+    const char *arch_path;  // description to check against; NULL: recognise
+    enum resnet_dtype dtype;
+    bool overwrite;         // replace existing output files
+    // Called as storages are read with bytes done of total; may be NULL.
+    void (*progress)(void *ctx, size_t done, size_t total);
+    void *progress_ctx;
+};
+
+/* What a conversion found, for the caller to report. */
+struct resnet_convert_info {
+    const char *format;     // "zip", "legacy" or "safetensors" (static)
+    char found_under[32];   // checkpoint key that held the state dict, or ""
+    char prefix[32];        // prefix stripped from every name, or ""
+    char arch_name[64];     // the model recognised or checked against,
+                            // or "" when none was recognised
+    char unrecognised[256]; // why no description was written, or ""
+    int n_tensors;          // tensors written
+    int n_dropped;          // num_batches_tracked tensors left out
+    int n_narrowed;         // float64 tensors narrowed to float32
+};
+
+/*
+ * Converts the PyTorch file (torch.save's zip or pre-1.6 format) or
+ * safetensors file at in_path into a safetensors weights file at
+ * weights_path and a model description (JSON) at desc_path whose
+ * "weights" is weights_path's base name. The input's format is told by
+ * its content. A pickle in it is read without running anything; a
+ * global a state_dict does not need is refused. With opts->arch_path the
+ * tensors are checked against that description (which is copied);
+ * otherwise the ResNet is recognised from tensor names and shapes, and
+ * when none fits, only the weights are written and info->unrecognised
+ * says which tensors could not be placed.
+ * Floating-point tensors are written as opts->dtype. Each output is
+ * written to a temporary file and renamed into place; existing files are
+ * kept unless opts->overwrite, and on failure no output is left.
+ * info (may be NULL) is filled in. Returns RESNET_EIO, RESNET_EFORMAT,
+ * RESNET_ESHAPE, RESNET_EUNSUPPORTED, RESNET_EINVAL or RESNET_ENOMEM.
+ */
+int resnet_convert(const char *in_path, const char *weights_path,
+                   const char *desc_path,
+                   const struct resnet_convert_opts *opts,
+                   struct resnet_convert_info *info,
+                   struct resnet_error *err);
+
+/* ------------------------------------------------------------------ */
 /* Finding files                                                        */
 
 /*
