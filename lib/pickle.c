@@ -684,7 +684,8 @@ static int op_fill(struct vm *vm, bool is_dict, bool many) {
     }
     for (size_t i = 0; i < n && !rc; i += is_dict ? 2 : 1) {
         if (is_dict) {
-            rc = dict_set(vm, c, vm->stack[first + i], vm->stack[first + i + 1]);
+            rc = dict_set(vm, c, vm->stack[first + i],
+                          vm->stack[first + i + 1]);
         } else {
             rc = seq_add(vm, c, vm->stack[first + i]);
         }
@@ -732,7 +733,8 @@ static int op_collect(struct vm *vm, bool is_dict) {
     }
     for (size_t i = 0; i < n && !rc; i += is_dict ? 2 : 1) {
         if (is_dict) {
-            rc = dict_set(vm, c, vm->stack[first + i], vm->stack[first + i + 1]);
+            rc = dict_set(vm, c, vm->stack[first + i],
+                          vm->stack[first + i + 1]);
         } else {
             rc = seq_add(vm, c, vm->stack[first + i]);
         }
