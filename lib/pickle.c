@@ -542,6 +542,7 @@ static int op_persid(struct vm *vm) {
     a = pid->u.seq.items;
     if (a[1]->kind != RN_PV_GLOBAL || a[1]->u.global.id != G_STORAGE ||
         a[2]->kind != RN_PV_STR || a[3]->kind != RN_PV_STR ||
+        strlen(a[2]->u.str.s) != a[2]->u.str.len ||
         as_count(a[4], max) < 0) {
         return bad(vm, "bad storage persistent id");
     }
