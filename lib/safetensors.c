@@ -69,7 +69,8 @@ static int map_file(const char *path, void **map, size_t *size,
 
     *map = NULL;
     *size = 0;
-    fd = open(path, O_RDONLY | O_CLOEXEC);
+    // O_NONBLOCK: opening a FIFO must not wait for a writer.
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         return rn_error(err, RESNET_EIO, errno, "cannot open '%s'", path);
     }
