@@ -29,3 +29,7 @@ void rn_sgemm(int m, int n, int k, const float *a, int lda, const float *b,
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f,
                 a, lda, b, ldb, accumulate ? 1.0f : 0.0f, c, ldc);
 }
+
+void resnet_set_threads(int n) {
+    openblas_set_num_threads(n > 0 ? n : 1);
+}
