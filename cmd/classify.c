@@ -424,6 +424,10 @@ static int run_all(struct job *job, int n_threads) {
         // No threads to be had: do the work here.
         worker(job);
     }
+    if (job->opts->format == FORMAT_CSV) {
+        printf("file,rank,index,label,prob%s\n",
+               job->opts->logits ? ",logit" : "");
+    }
 
     for (int i = 0; i < job->n_paths; i++) {
         struct result *r = &job->results[i];
