@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cJSON.h>
@@ -630,9 +631,10 @@ static void deeply_nested_header_is_refused(void **state) {
     assert_non_null(strstr(err.msg, path));
 }
 
-static void missing_file_and_folder_report_eio(void **state) {
+static void missing_file_folder_and_fifo_report_eio(void **state) {
     struct rn_safetensors *st = NULL;
     struct resnet_error err = {0};
+    char fifo[8192];
 
     (void)state;
     assert_int_equal(rn_safetensors_load(&st, "/nonexistent.safetensors",
@@ -641,6 +643,13 @@ static void missing_file_and_folder_report_eio(void **state) {
     assert_string_equal(err.msg, "cannot open '/nonexistent.safetensors': "
                         "No such file or directory");
     assert_int_equal(rn_safetensors_load(&st, tmp_dir, &err), RESNET_EIO);
+    assert_null(st);
+
+    // A FIFO is refused at once instead of blocking for a writer.
+    tmp_path(fifo, sizeof fifo, "fifo.safetensors");
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    assert_int_equal(rn_safetensors_load(&st, fifo, &err), RESNET_EIO);
+    assert_non_null(strstr(err.msg, fifo));
     assert_null(st);
 }
 
@@ -861,7 +870,8 @@ int main(void) {
                                   clean_tmp_dir),
         cmocka_unit_test_teardown(deeply_nested_header_is_refused,
                                   clean_tmp_dir),
-        cmocka_unit_test(missing_file_and_folder_report_eio),
+        cmocka_unit_test_teardown(missing_file_folder_and_fifo_report_eio,
+                                  clean_tmp_dir),
         cmocka_unit_test_teardown(unhandled_valid_dtype_is_unsupported,
                                   clean_tmp_dir),
         cmocka_unit_test(tiny_f32_matches_manifest),
