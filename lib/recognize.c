@@ -177,7 +177,10 @@ static void name_model(const struct guess *g, char *name, size_t size,
 static cJSON *obj(cJSON *parent, const char *key) {
     cJSON *o = cJSON_CreateObject();
 
-    cJSON_AddItemToObject(parent, key, o);
+    if (o && !cJSON_AddItemToObject(parent, key, o)) {
+        cJSON_Delete(o);
+        return NULL;
+    }
     return o;
 }
 
@@ -196,21 +199,10 @@ static void add_preprocess(cJSON *root, bool is_cifar, int c_in, int size) {
     cJSON_AddItemToObject(pp, "std", cJSON_CreateDoubleArray(std, 3));
 }
 
-/* The description of g as a cJSON tree; NULL when out of memory. */
-static cJSON *describe(const struct guess *g, const char *source,
-                       const char *weights) {
-    bool is_cifar = g->stem_kernel != 7;
-    char name[64], what[96], text[400];
-    cJSON *root = cJSON_CreateObject(), *stem, *conv, *block, *stages, *fc;
+/* Stem: conv1 and bn1, with torchvision's max pool for a 7x7 conv. */
+static void add_stem(cJSON *root, const struct guess *g, bool is_cifar) {
+    cJSON *stem = obj(root, "stem"), *conv = obj(stem, "conv"), *mp;
 
-    name_model(g, name, sizeof name, what, sizeof what);
-    snprintf(text, sizeof text, "%s, recognised from '%s'", what, source);
-    cJSON_AddStringToObject(root, "name", name);
-    cJSON_AddStringToObject(root, "description", text);
-    add_preprocess(root, is_cifar, g->c_in, is_cifar ? 32 : 224);
-
-    stem = obj(root, "stem");
-    conv = obj(stem, "conv");
     cJSON_AddStringToObject(conv, "name", "conv1");
     cJSON_AddNumberToObject(conv, "channels", g->stem_channels);
     cJSON_AddNumberToObject(conv, "kernel", g->stem_kernel);
@@ -218,14 +210,17 @@ static cJSON *describe(const struct guess *g, const char *source,
     cJSON_AddNumberToObject(conv, "padding", g->stem_kernel / 2);
     cJSON_AddStringToObject(obj(stem, "bn"), "name", "bn1");
     if (!is_cifar) {
-        cJSON *mp = obj(stem, "maxpool");
-
+        mp = obj(stem, "maxpool");
         cJSON_AddNumberToObject(mp, "kernel", 3);
         cJSON_AddNumberToObject(mp, "stride", 2);
         cJSON_AddNumberToObject(mp, "padding", 1);
     }
+}
 
-    block = obj(root, "block");
+/* Block type and the stages, layer1 at stride 1, the rest at stride 2. */
+static void add_stages(cJSON *root, const struct guess *g) {
+    cJSON *block = obj(root, "block"), *stages;
+
     cJSON_AddStringToObject(block, "type",
                             g->is_bottleneck ? "bottleneck" : "basic");
     if (g->is_bottleneck) {
@@ -236,7 +231,7 @@ static cJSON *describe(const struct guess *g, const char *source,
     cJSON_AddStringToObject(block, "shortcut",
                             g->is_pad_shortcut ? "pad" : "projection");
     stages = cJSON_AddArrayToObject(root, "stages");
-    for (int s = 0; s < g->n_stages; s++) {
+    for (int s = 0; s < g->n_stages && stages; s++) {
         cJSON *st = cJSON_CreateObject();
         char stage_name[16];
 
@@ -247,9 +242,26 @@ static cJSON *describe(const struct guess *g, const char *source,
         cJSON_AddNumberToObject(st, "stride", s == 0 ? 1 : 2);
         cJSON_AddItemToArray(stages, st);
     }
+}
 
-    fc = obj(obj(root, "head"), "fc");
-    cJSON_AddStringToObject(cJSON_GetObjectItem(root, "head"), "pool", "avg");
+/* The description of g as a cJSON tree (NULL when out of memory). */
+static cJSON *describe(const struct guess *g, const char *source,
+                       const char *weights) {
+    bool is_cifar = g->stem_kernel != 7;
+    char name[64], what[96], text[400];
+    cJSON *root = cJSON_CreateObject(), *head, *fc;
+
+    name_model(g, name, sizeof name, what, sizeof what);
+    snprintf(text, sizeof text, "%s, recognised from '%s'", what, source);
+    cJSON_AddStringToObject(root, "name", name);
+    cJSON_AddStringToObject(root, "description", text);
+    add_preprocess(root, is_cifar, g->c_in, is_cifar ? 32 : 224);
+    add_stem(root, g, is_cifar);
+    add_stages(root, g);
+
+    head = obj(root, "head");
+    cJSON_AddStringToObject(head, "pool", "avg");
+    fc = obj(head, "fc");
     cJSON_AddStringToObject(fc, "name", g->fc);
     cJSON_AddNumberToObject(fc, "classes", g->n_classes);
     cJSON_AddNumberToObject(root, "bn_eps", 1e-5);

@@ -807,77 +807,94 @@ static enum kind sniff(const unsigned char *b, size_t len) {
     return K_UNKNOWN;
 }
 
+/*
+ * Maps the regular file at path read-only (checked before opening, so a
+ * FIFO cannot block); *map is NULL for an empty file.
+ */
+static int map_file(const char *path, void **map, size_t *len,
+                    struct resnet_error *err) {
+    struct stat st;
+    int fd, e;
+
+    *map = NULL;
+    *len = 0;
+    if (stat(path, &st) != 0) {
+        return rn_error(err, RESNET_EIO, errno, "cannot open '%s'", path);
+    }
+    if (!S_ISREG(st.st_mode)) {
+        return rn_error(err, RESNET_EIO, 0, "cannot read '%s': not a file",
+                        path);
+    }
+    fd = open(path, O_RDONLY | O_NONBLOCK);
+    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        e = fd < 0 ? errno : EINVAL;
+        if (fd >= 0) {
+            close(fd);
+        }
+        return rn_error(err, RESNET_EIO, e, "cannot open '%s'", path);
+    }
+    // TODO: a file cut short while mapped raises SIGBUS; reading it into
+    // memory instead would cost a copy of every input.
+    *len = (size_t)st.st_size;
+    if (*len > 0) {
+        *map = mmap(NULL, *len, PROT_READ, MAP_PRIVATE, fd, 0);
+        e = errno;
+        if (*map == MAP_FAILED) {
+            *map = NULL;
+            close(fd);
+            return rn_error(err, RESNET_EIO, e, "cannot read '%s'", path);
+        }
+    }
+    close(fd);
+    return RESNET_OK;
+}
+
+/* Runs the reader the first bytes of the file ask for. */
+static int dispatch(struct reader *r, const unsigned char *map, size_t len,
+                    struct rn_state_dict *sd) {
+    switch (sniff(map ? map : (const unsigned char *)"", len)) {
+    case K_ZIP:
+        return load_zip(r, sd);
+    case K_LEGACY:
+        return load_legacy(r, map, len, sd);
+    case K_SAFETENSORS:
+        return load_safetensors(r, sd);
+    case K_LFS:
+        return rn_error(r->err, RESNET_EFORMAT, 0,
+                        "cannot read '%s': it is a Git LFS pointer, not "
+                        "weights (fetch the file with 'git lfs pull')",
+                        r->path);
+    default:
+        return rn_error(r->err, RESNET_EFORMAT, 0,
+                        "cannot read '%s': not a PyTorch or safetensors file",
+                        r->path);
+    }
+}
+
 int rn_state_dict_load(struct rn_state_dict **out, const char *path,
                        rn_progress_fn progress, void *progress_ctx,
                        struct resnet_error *err) {
     struct reader r = {.path = path, .progress = progress,
                        .progress_ctx = progress_ctx, .err = err};
     struct rn_state_dict *sd = NULL;
-    void *map = MAP_FAILED;
+    void *map = NULL;
     size_t len = 0;
-    struct stat st;
-    int fd, rc;
+    int rc;
 
     *out = NULL;
-
-    // Map the file; its first bytes say which reader applies.
-    fd = open(path, O_RDONLY);
-    if (fd < 0 || fstat(fd, &st) != 0) {
-        rc = rn_error(err, RESNET_EIO, errno, "cannot open '%s'", path);
-        goto out;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        rc = rn_error(err, RESNET_EIO, 0, "cannot read '%s': not a file",
-                      path);
-        goto out;
-    }
-    len = (size_t)st.st_size;
-    if (len > 0) {
-        map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (map == MAP_FAILED) {
-            rc = rn_error(err, RESNET_EIO, errno, "cannot read '%s'", path);
-            goto out;
-        }
+    if ((rc = map_file(path, &map, &len, err))) {
+        return rc;
     }
     sd = calloc(1, sizeof *sd);
-    if (!sd) {
-        rc = rn_error(err, RESNET_ENOMEM, 0, "out of memory");
-        goto out;
-    }
+    rc = sd ? dispatch(&r, map, len, sd)
+            : rn_error(err, RESNET_ENOMEM, 0, "out of memory");
 
-    switch (sniff(map == MAP_FAILED ? (const void *)"" : map, len)) {
-    case K_ZIP:
-        rc = load_zip(&r, sd);
-        break;
-    case K_LEGACY:
-        rc = load_legacy(&r, map, len, sd);
-        break;
-    case K_SAFETENSORS:
-        rc = load_safetensors(&r, sd);
-        break;
-    case K_LFS:
-        rc = rn_error(err, RESNET_EFORMAT, 0,
-                      "cannot read '%s': it is a Git LFS pointer, not "
-                      "weights (fetch the file with 'git lfs pull')",
-                      path);
-        break;
-    default:
-        rc = rn_error(err, RESNET_EFORMAT, 0,
-                      "cannot read '%s': not a PyTorch or safetensors file",
-                      path);
-        break;
-    }
-
-out:
     for (int i = 0; i < r.n_storages; i++) {
         free(r.storages[i].owned);
     }
     free(r.storages);
-    if (map != MAP_FAILED) {
+    if (map) {
         munmap(map, len);
-    }
-    if (fd >= 0) {
-        close(fd);
     }
     if (rc) {
         rn_state_dict_free(sd);
