@@ -21,6 +21,12 @@
 /* Largest data.pkl read into memory from a zip archive. */
 #define MAX_PICKLE_BYTES ((uint64_t)1 << 30)
 
+/* Largest tensor made by repeating a smaller storage (stride 0). */
+#define MAX_REPEAT_BYTES ((uint64_t)1 << 30)
+
+/* Compressed zip records may expand this much at most (zip bombs). */
+#define MAX_EXPANSION 64
+
 /* torch.save's legacy magic number 0x1950a86a20f9469cfc6c, little-endian. */
 static const unsigned char legacy_magic[10] = {
     0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19,
@@ -179,6 +185,14 @@ static int check_view(struct reader *r, const char *name,
     out->n_elems = (size_t)n;
     if (!rn_mul_size(out->n_elems, es, &out->n_bytes)) {
         goto outside;
+    }
+    // A view with stride 0 may repeat a small storage without end.
+    if (n > s->u.storage.numel && out->n_bytes > MAX_REPEAT_BYTES) {
+        return rn_error(r->err, RESNET_EUNSUPPORTED, 0,
+                        "tensor '%s' in '%s' repeats its storage to %zu "
+                        "bytes (at most %llu)",
+                        name, r->path, out->n_bytes,
+                        (unsigned long long)MAX_REPEAT_BYTES);
     }
     return RESNET_OK;
 
@@ -405,8 +419,18 @@ static int read_entry(struct reader *r, zip_t *zip, zip_int64_t idx,
     zip_file_t *f;
     zip_int64_t got;
     unsigned char *buf;
+    zip_stat_t zs;
 
     *out = NULL;
+    if (zip_stat_index(zip, (zip_uint64_t)idx, 0, &zs) != 0 ||
+        !(zs.valid & ZIP_STAT_COMP_SIZE) ||
+        (zs.comp_size < size &&
+         size - zs.comp_size > zs.comp_size * MAX_EXPANSION + (1 << 20))) {
+        return rn_error(r->err, RESNET_EFORMAT, 0,
+                        "cannot read '%s' in '%s': it claims to expand "
+                        "more than %dfold",
+                        entry, r->path, MAX_EXPANSION);
+    }
     buf = malloc(size ? (size_t)size : 1);
     if (!buf) {
         return rn_error(r->err, RESNET_ENOMEM, 0,

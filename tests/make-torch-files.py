@@ -405,6 +405,22 @@ def make_hostile():
     add_hostile("short-record", p, "bad record 'archive/data/0' in '%s' "
                 "(expected 40 bytes, got 36)" % p)
 
+    # A stride-0 view repeating one element to 4 GiB, and a zip bomb.
+    p = os.path.join(OUT, "hostile-repeat.pth")
+    torch.save({"conv1.weight": torch.zeros(1).expand(1 << 20, 1 << 10)}, p)
+    add_hostile("repeat", p, "tensor 'conv1.weight' in '%s' repeats its "
+                "storage to 4294967296 bytes (at most 1073741824)" % p)
+    p = os.path.join(OUT, "hostile-zip-bomb.pth")
+    with zipfile.ZipFile(good) as z:
+        top = z.namelist()[0].split("/")[0]
+        pkl = z.read(top + "/data.pkl").replace(
+            b"K\x0a", b"J" + struct.pack("<i", 1 << 22), 1)
+    with zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("archive/data.pkl", pkl)
+        z.writestr("archive/data/0", bytes(4 << 22))
+    add_hostile("zip-bomb", p, "cannot read 'archive/data/0' in '%s': it "
+                "claims to expand more than 64fold" % p)
+
     # Truncated files: in the pickle and in the storages.
     src = os.path.join(OUT, "cifar-legacy.pth")
     data = open(src, "rb").read()
