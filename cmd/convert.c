@@ -185,8 +185,11 @@ static void report(const struct convert_opts *o,
                 info->prefix, o->input);
     }
     if (info->n_narrowed) {
-        warning("narrowed %d float64 tensors of '%s' to float32",
-                info->n_narrowed, o->input);
+        warning("narrowed %d float64 tensors of '%s' to %s",
+                info->n_narrowed, o->input,
+                o->dtype == RESNET_DTYPE_F16    ? "float16"
+                : o->dtype == RESNET_DTYPE_BF16 ? "bfloat16"
+                                                : "float32");
     }
     if (verbosity >= 2) {
         fprintf(stderr, "resnet: '%s': %s format, %d tensors", o->input,

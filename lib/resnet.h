@@ -361,6 +361,8 @@ struct resnet_convert_info {
  * Floating-point tensors are written as opts->dtype. Each output is
  * written to a temporary file and renamed into place; existing files are
  * kept unless opts->overwrite, and on failure no output is left.
+ * Limits: a stride-0 view may repeat its storage to at most 1 GiB, and a
+ * compressed zip record may expand at most 64-fold.
  * info (may be NULL) is filled in. Returns RESNET_EIO, RESNET_EFORMAT,
  * RESNET_ESHAPE, RESNET_EUNSUPPORTED, RESNET_EINVAL or RESNET_ENOMEM.
  */
