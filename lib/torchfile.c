@@ -692,6 +692,8 @@ static int check_legacy_head(struct reader *r, const unsigned char *buf,
 static int read_legacy_storages(struct reader *r, const struct rn_pval *keys,
                                 const unsigned char *buf, size_t len,
                                 size_t pos) {
+    uint64_t n_bytes = 0;
+
     if (keys->kind != RN_PV_LIST) {
         return rn_error(r->err, RESNET_EFORMAT, 0,
                         "bad legacy file '%s': no storage key list", r->path);
@@ -701,7 +703,7 @@ static int read_legacy_storages(struct reader *r, const struct rn_pval *keys,
         struct storage *st = key->kind == RN_PV_STR
                                  ? find_storage(r, key->u.str.s)
                                  : NULL;
-        uint64_t numel, n_bytes;
+        uint64_t numel;
 
         if (!st || st->data) {
             return rn_error(r->err, RESNET_EFORMAT, 0,
@@ -710,6 +712,7 @@ static int read_legacy_storages(struct reader *r, const struct rn_pval *keys,
                             r->path);
         }
         if (len - pos < 8) {
+            n_bytes = 8;
             goto truncated;
         }
         memcpy(&numel, buf + pos, 8); // TODO: assumes a little-endian host
@@ -733,8 +736,9 @@ static int read_legacy_storages(struct reader *r, const struct rn_pval *keys,
 
 truncated:
     return rn_error(r->err, RESNET_EFORMAT, 0,
-                    "truncated file '%s' (storages end after %zu bytes)",
-                    r->path, len);
+                    "truncated file '%s' (expected at least %llu bytes, "
+                    "got %zu)",
+                    r->path, (unsigned long long)(pos + n_bytes), len);
 }
 
 static int load_legacy(struct reader *r, const unsigned char *buf,
