@@ -104,7 +104,8 @@ struct rn_tensor {
     int n_dims;
     int64_t shape[RN_MAX_DIMS];
     size_t n_elems;
-    const void *data; // n_elems values of dtype, little-endian
+    const void *data; // n_elems values of dtype, little-endian; may be
+                      // unaligned: read with rn_tensor_to_f32()
     size_t n_bytes;
 };
 
@@ -153,7 +154,9 @@ int rn_tensor_to_f32(const struct rn_tensor *t, float *out,
  * safetensors file at path: to a temporary file in the same folder, then
  * renamed into place, so path holds the whole file or nothing new.
  * An existing path is kept unless overwrite. metadata, when not NULL, is
- * n_meta key/value string pairs for __metadata__.
+ * n_meta key/value string pairs for __metadata__. Tensors keep the given
+ * order. Returns RESNET_EINVAL, RESNET_EIO (errno EEXIST when path exists
+ * and !overwrite) or RESNET_ENOMEM.
  */
 int rn_safetensors_write(const char *path, const struct rn_tensor *tensors,
                          int n, const char *const *metadata, int n_meta,
