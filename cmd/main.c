@@ -17,6 +17,7 @@ struct command {
 
 static const struct command commands[] = {
     {"classify", cmd_classify, "label images with a model's top classes"},
+    {"inspect", cmd_inspect, "describe a model and check its weights"},
 };
 
 #define N_COMMANDS ((int)(sizeof commands / sizeof commands[0]))

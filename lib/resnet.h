@@ -234,6 +234,10 @@ struct resnet_layer_info {
     bool has_bias;
     size_t n_params;         // parameters the weights file holds
     uint64_t n_macs;         // multiply-accumulates for one image
+    int in, in2, out;        // values read and written: 0 is the input,
+                             // each other layer writes a new one (BN and
+                             // ReLU work in place: out == in); in2 is the
+                             // shortcut operand of an add, else -1
 };
 
 /* The number of layers in execution order. */
