@@ -399,6 +399,18 @@ static void si(char *buf, size_t size, double v) {
     }
 }
 
+/* A size in bytes: "48 B", "8.97 kB", "102.23 MB". */
+static void bytes_str(char *buf, size_t size, uint64_t n) {
+    char num[24];
+
+    if (n < 1000) {
+        snprintf(buf, size, "%llu B", (unsigned long long)n);
+        return;
+    }
+    si(num, sizeof num, (double)n);
+    snprintf(buf, size, "%sB", num);
+}
+
 static void print_summary(const struct stats *s, const struct resnet_arch *a,
                           const char *weights, const struct check *c) {
     const struct resnet_preprocess *pp = resnet_arch_preprocess(a);
@@ -436,20 +448,20 @@ static void print_summary(const struct stats *s, const struct resnet_arch *a,
            (double)s->n_params / 1e6);
     si(buf, sizeof buf, (double)s->n_macs);
     printf("macs:         %llu (%s)\n", (unsigned long long)s->n_macs, buf);
-    si(buf, sizeof buf, (double)s->peak_bytes);
-    printf("activations:  %llu bytes at peak (%sB, at %s)\n",
+    bytes_str(buf, sizeof buf, s->peak_bytes);
+    printf("activations:  %llu bytes at peak (%s, at %s)\n",
            (unsigned long long)s->peak_bytes, buf,
            s->layers[s->peak_layer].name);
     if (c->done) {
-        si(buf, sizeof buf, (double)c->summary.file_size);
+        bytes_str(buf, sizeof buf, c->summary.file_size);
         printf("weights:      %s\n", weights);
-        printf("              %sB, %d tensors, %d problems\n", buf,
+        printf("              %s, %d tensors, %d problems\n", buf,
                c->summary.n_tensors, c->summary.n_problems);
         for (int i = 0; i < c->summary.n_dtypes; i++) {
             const struct resnet_weights_dtype *d = &c->summary.dtypes[i];
 
-            si(buf, sizeof buf, (double)d->n_bytes);
-            printf("  %-11s %d tensors, %llu values, %sB\n", d->name,
+            bytes_str(buf, sizeof buf, d->n_bytes);
+            printf("  %-11s %d tensors, %llu values, %s\n", d->name,
                    d->n_tensors, (unsigned long long)d->n_elems, buf);
         }
     }
