@@ -192,6 +192,33 @@ static uint64_t value_bytes(const struct resnet_layer_info *l) {
     return 4 * (uint64_t)l->c_out * (uint64_t)l->h_out * (uint64_t)l->w_out;
 }
 
+/* When each value is written (first) and last read (last), and its size. */
+struct lifetime {
+    int first, last;
+    uint64_t bytes;
+};
+
+static void lifetimes(const struct stats *s, const struct resnet_arch *arch,
+                      struct lifetime *v) {
+    int n = s->n_layers, c, h, w;
+
+    resnet_arch_input(arch, &c, &h, &w);
+    v[0] = (struct lifetime){-1, -1, 4 * (uint64_t)c * (uint64_t)h * w};
+    for (int i = 0; i < n; i++) {
+        const struct resnet_layer_info *l = &s->layers[i];
+
+        v[l->in].last = i;
+        if (l->in2 >= 0) {
+            v[l->in2].last = i;
+        }
+        if (l->out != l->in) {
+            // The logits stay alive after the last layer.
+            v[l->out] = (struct lifetime){i, i == n - 1 ? n : i,
+                                          value_bytes(l)};
+        }
+    }
+}
+
 /*
  * The peak activation memory: every layer but BN and ReLU (which work in
  * place) writes a new float32 tensor, live from that layer to the last
@@ -200,57 +227,32 @@ static uint64_t value_bytes(const struct resnet_layer_info *l) {
  * layer, the layer's inputs and output included.
  */
 static int peak_memory(struct stats *s, const struct resnet_arch *arch) {
-    int n = s->n_layers, n_values = 0, c, h, w;
-    int *first = NULL, *last = NULL;
-    uint64_t *bytes = NULL;
+    int n_values = 1;
+    struct lifetime *v;
 
-    for (int i = 0; i < n; i++) {
-        n_values = s->layers[i].out + 1 > n_values ? s->layers[i].out + 1
-                                                   : n_values;
+    for (int i = 0; i < s->n_layers; i++) {
+        n_values = s->layers[i].out >= n_values ? s->layers[i].out + 1
+                                                : n_values;
     }
-    first = malloc((size_t)n_values * sizeof *first);
-    last = malloc((size_t)n_values * sizeof *last);
-    bytes = calloc((size_t)n_values, sizeof *bytes);
-    if (!first || !last || !bytes) {
-        free(first);
-        free(last);
-        free(bytes);
+    v = calloc((size_t)n_values, sizeof *v);
+    if (!v) {
         return -1;
     }
-
-    // When each value is written and last read, and its size.
-    resnet_arch_input(arch, &c, &h, &w);
-    first[0] = -1;
-    bytes[0] = 4 * (uint64_t)c * (uint64_t)h * (uint64_t)w;
-    for (int i = 0; i < n; i++) {
-        const struct resnet_layer_info *l = &s->layers[i];
-
-        last[l->in] = i;
-        if (l->in2 >= 0) {
-            last[l->in2] = i;
-        }
-        if (l->out != l->in) {
-            first[l->out] = i;
-            last[l->out] = i == n - 1 ? n : i;
-            bytes[l->out] = value_bytes(l);
-        }
-    }
+    lifetimes(s, arch, v);
 
     // The live sum at each layer.
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < s->n_layers; i++) {
         uint64_t live = 0;
 
-        for (int v = 0; v < n_values; v++) {
-            live += first[v] <= i && last[v] >= i ? bytes[v] : 0;
+        for (int j = 0; j < n_values; j++) {
+            live += v[j].first <= i && v[j].last >= i ? v[j].bytes : 0;
         }
         if (live > s->peak_bytes) {
             s->peak_bytes = live;
             s->peak_layer = i;
         }
     }
-    free(first);
-    free(last);
-    free(bytes);
+    free(v);
     return 0;
 }
 
@@ -411,6 +413,23 @@ static void bytes_str(char *buf, size_t size, uint64_t n) {
     snprintf(buf, size, "%sB", num);
 }
 
+/* The weights file's size and tensors by dtype. */
+static void print_weights(const struct check *c, const char *weights) {
+    char buf[32];
+
+    bytes_str(buf, sizeof buf, c->summary.file_size);
+    printf("weights:      %s\n", weights);
+    printf("              %s, %d tensors, %d problems\n", buf,
+           c->summary.n_tensors, c->summary.n_problems);
+    for (int i = 0; i < c->summary.n_dtypes; i++) {
+        const struct resnet_weights_dtype *d = &c->summary.dtypes[i];
+
+        bytes_str(buf, sizeof buf, d->n_bytes);
+        printf("  %-11s %d tensors, %llu values, %s\n", d->name,
+               d->n_tensors, (unsigned long long)d->n_elems, buf);
+    }
+}
+
 static void print_summary(const struct stats *s, const struct resnet_arch *a,
                           const char *weights, const struct check *c) {
     const struct resnet_preprocess *pp = resnet_arch_preprocess(a);
@@ -453,17 +472,7 @@ static void print_summary(const struct stats *s, const struct resnet_arch *a,
            (unsigned long long)s->peak_bytes, buf,
            s->layers[s->peak_layer].name);
     if (c->done) {
-        bytes_str(buf, sizeof buf, c->summary.file_size);
-        printf("weights:      %s\n", weights);
-        printf("              %s, %d tensors, %d problems\n", buf,
-               c->summary.n_tensors, c->summary.n_problems);
-        for (int i = 0; i < c->summary.n_dtypes; i++) {
-            const struct resnet_weights_dtype *d = &c->summary.dtypes[i];
-
-            bytes_str(buf, sizeof buf, d->n_bytes);
-            printf("  %-11s %d tensors, %llu values, %s\n", d->name,
-                   d->n_tensors, (unsigned long long)d->n_elems, buf);
-        }
+        print_weights(c, weights);
     }
 }
 

@@ -23,7 +23,25 @@ assert d["params"] == sum(l["params"] for l in d["layers"])
 assert d["macs"] == sum(l["macs"] for l in d["layers"])
 assert abs(sum(l["share"] for l in d["layers"]) - 1) < 1e-4
 assert sum(s["blocks"] for s in d["stages"]) == d["blocks"]
-assert d["peak_activation_bytes"] > 0
+# The peak activation memory, by a naive loop over the layers: a value
+# lives from the layer writing it to the last reading it (the input from
+# the start, the logits to the end), 4 bytes an element.
+L = d["layers"]
+size = {0: 4 * d["input"][0] * d["input"][1] * d["input"][2]}
+span = {0: [-1, -1]}
+for i, l in enumerate(L):
+    for v in (l["in"], l["in2"]):
+        if v >= 0:
+            span[v][1] = i
+    if l["out"] != l["in"]:
+        c, h, w = l["output"]
+        size[l["out"]] = 4 * c * h * w
+        span[l["out"]] = [i, i if i < len(L) - 1 else len(L)]
+live = [sum(size[v] for v in span if span[v][0] <= i <= span[v][1])
+        for i in range(len(L))]
+peak = max(live)
+assert d["peak_activation_bytes"] == peak, (d["peak_activation_bytes"], peak)
+assert L[live.index(peak)]["name"] == d["peak_activation_layer"]
 ' "$tmp/out" "$m" || fail "$m: bad JSON: $(head -c 300 "$tmp/out")"
 
     # The table: a header, one row per layer, at most 100 columns.
@@ -63,6 +81,12 @@ else
     echo "SKIP: Graphviz's dot is not installed (Debian: graphviz); dot output not rendered" >&2
     [ "${RESNET_REQUIRE_ALL:-0}" = 1 ] && fail "RESNET_REQUIRE_ALL=1 needs Graphviz"
 fi
+
+# By hand: ResNet-20's worst point is its first block's second conv, with
+# the block input, the first conv's output and its own, 16x32x32 floats each.
+"$RESNET" inspect -m "$top_srcdir/models/cifar10-resnet20.json" >"$tmp/text"
+grep -qx 'activations:  196608 bytes at peak (196.61 kB, at layer1.0.conv2)' \
+    "$tmp/text" || fail "resnet20 peak: $(grep '^activations' "$tmp/text")"
 
 # --input: 64x64 has (64/224)^2 of the conv MACs of 224x224 for resnet50
 # up to the rounding of the strided sizes; the parameters do not change.
