@@ -681,27 +681,41 @@ static void dot_escaped(const char *s) {
     }
 }
 
-/* A node for a layer that writes a new value; BN and ReLU after it are
- * named in its label, as the model folds them into it. */
+/* A node for a layer that writes a new value: its name, what it does
+ * (BN and ReLU after it are named, as the model folds them into it) and
+ * its output shape. */
 static void dot_node(const struct stats *s, int i) {
     const struct resnet_layer_info *l = &s->layers[i];
+    char what[128] = "";
+    size_t len = 0;
+
+    // "maxpool\nmaxpool 3x3" would say it twice.
+    if (strcmp(l->name, kind_names[l->kind]) != 0) {
+        len += (size_t)snprintf(what, sizeof what, " %s", kind_names[l->kind]);
+    }
+    if (l->k_h) {
+        len += (size_t)snprintf(what + len, sizeof what - len, " %dx%d",
+                                l->k_h, l->k_w);
+    }
+    if (l->stride > 1) {
+        len += (size_t)snprintf(what + len, sizeof what - len, " /%d",
+                                l->stride);
+    }
+    if (l->groups > 1) {
+        len += (size_t)snprintf(what + len, sizeof what - len, " g%d",
+                                l->groups);
+    }
+    for (int j = i + 1; j < s->n_layers && s->layers[j].out == l->out &&
+                        s->layers[j].in == l->out && len < sizeof what;
+         j++) {
+        len += (size_t)snprintf(what + len, sizeof what - len, " + %s",
+                                kind_names[s->layers[j].kind]);
+    }
 
     printf("    n%d [label=\"", i);
     dot_escaped(l->name);
-    printf("\\n%s", kind_names[l->kind]);
-    if (l->k_h) {
-        printf(" %dx%d", l->k_h, l->k_w);
-    }
-    if (l->stride > 1) {
-        printf(" /%d", l->stride);
-    }
-    if (l->groups > 1) {
-        printf(" g%d", l->groups);
-    }
-    for (int j = i + 1; j < s->n_layers && s->layers[j].out == l->out &&
-                        s->layers[j].in == l->out;
-         j++) {
-        printf(" + %s", kind_names[s->layers[j].kind]);
+    if (what[0]) {
+        printf("\\n%s", what + 1);
     }
     if (l->h_out == 1 && l->w_out == 1) {
         printf("\\n%d", l->c_out);
