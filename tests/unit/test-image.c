@@ -130,7 +130,7 @@ static void normalize_matches_float32_steps(void **state) {
 }
 
 /* A JPEG header claiming 65500 x 65500 pixels, refused before decoding. */
-static void decode_refuses_over_budget(void **state) {
+static void decode_refuses_jpeg_over_budget(void **state) {
     static const uint8_t jpeg[] = {
         0xff, 0xd8,                                     // SOI
         0xff, 0xc0, 0x00, 0x0b, 0x08, 0xff, 0xdc, 0xff, // SOF0, 8 bits, h
@@ -155,6 +155,50 @@ static void decode_refuses_over_budget(void **state) {
     assert_int_equal(rc, RESNET_EUNSUPPORTED);
 }
 
+/* The CRC-32 of PNG chunks, bit by bit. */
+static uint32_t crc32_png(const uint8_t *p, size_t n) {
+    uint32_t c = 0xffffffffu;
+
+    for (size_t i = 0; i < n; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++) {
+            c = c & 1 ? 0xedb88320u ^ (c >> 1) : c >> 1;
+        }
+    }
+    return c ^ 0xffffffffu;
+}
+
+static void put32(uint8_t *p, uint32_t v) {
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+/* A PNG header claiming 100000 x 50000 RGB pixels, then an empty IDAT. */
+static void decode_refuses_png_over_budget(void **state) {
+    uint8_t png[8 + 25 + 12] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n',
+                                0, 0, 0, 13, 'I', 'H', 'D', 'R'};
+    struct resnet_image *img = NULL;
+    struct resnet_error err = {0};
+    int rc;
+
+    (void)state;
+    put32(png + 16, 100000);
+    put32(png + 20, 50000);
+    png[24] = 8; // bits per sample
+    png[25] = 2; // RGB
+    put32(png + 29, crc32_png(png + 12, 17));
+    memcpy(png + 33, "\0\0\0\0IDAT", 8);
+    put32(png + 41, crc32_png(png + 37, 4));
+
+    rc = resnet_image_decode(&img, png, sizeof png, "big.png", 0, &err);
+    assert_int_equal(rc, RESNET_EUNSUPPORTED);
+    assert_null(img);
+    assert_string_equal(err.msg, "image 'big.png' is too large "
+                                 "(100000x50000 pixels, limit 100000000)");
+}
+
 static void decode_refuses_text(void **state) {
     static const char text[] = "hello, this is not an image\n";
     struct resnet_image *img = NULL;
@@ -177,7 +221,8 @@ int main(void) {
         cmocka_unit_test(crop_rounds_half_to_even),
         cmocka_unit_test(crop_larger_than_image_pads_zeros),
         cmocka_unit_test(normalize_matches_float32_steps),
-        cmocka_unit_test(decode_refuses_over_budget),
+        cmocka_unit_test(decode_refuses_jpeg_over_budget),
+        cmocka_unit_test(decode_refuses_png_over_budget),
         cmocka_unit_test(decode_refuses_text),
     };
 
