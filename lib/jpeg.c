@@ -16,6 +16,12 @@
 
 #include "internal.h"
 
+/*
+ * Real progressive JPEGs have a dozen scans; thousands of tiny ones make
+ * libjpeg redo the whole image each time, a hang for the user.
+ */
+#define MAX_SCANS 1000
+
 /* libjpeg's error manager with a way back to rn_jpeg_decode(). */
 struct jpeg_err {
     struct jpeg_error_mgr pub;
@@ -62,6 +68,17 @@ static void on_message(j_common_ptr cinfo, int level) {
     }
 }
 
+/* Stops a file with more than MAX_SCANS scans. */
+static void on_progress(j_common_ptr cinfo) {
+    struct jpeg_err *e = (struct jpeg_err *)cinfo->err;
+    j_decompress_ptr d = (j_decompress_ptr)cinfo;
+
+    if (d->input_scan_number > MAX_SCANS) {
+        snprintf(e->msg, sizeof e->msg, "more than %d scans", MAX_SCANS);
+        longjmp(e->jmp, 1);
+    }
+}
+
 /*
  * One row of PIL's CMYK ("CMYK;I", so the stored samples inverted) turned
  * into RGB: with n = 255 - k, each channel is n - n * x / 255, where the
@@ -89,6 +106,7 @@ static void grey_row(uint8_t *dst, const uint8_t *src, int w) {
 struct jpeg_ctx {
     struct jpeg_decompress_struct cinfo;
     struct jpeg_err je;
+    struct jpeg_progress_mgr progress;
     struct resnet_image *img;
     uint8_t *row; // one output row of grey or CMYK samples
 };
@@ -167,6 +185,7 @@ int rn_jpeg_decode(struct resnet_image **out, const uint8_t *buf, size_t len,
     ctx->cinfo.err = jpeg_std_error(&ctx->je.pub);
     ctx->je.pub.error_exit = on_error;
     ctx->je.pub.emit_message = on_message;
+    ctx->progress.progress_monitor = on_progress;
     if (setjmp(ctx->je.jmp)) {
         if (ctx->je.truncated) {
             rc = rn_error(err, RESNET_EFORMAT, 0,
@@ -178,6 +197,7 @@ int rn_jpeg_decode(struct resnet_image **out, const uint8_t *buf, size_t len,
         goto out;
     }
     jpeg_create_decompress(&ctx->cinfo);
+    ctx->cinfo.progress = &ctx->progress;
     rc = decode(ctx, buf, len, name, max_pixels, err);
     if (rc == RESNET_OK) {
         *out = ctx->img;
