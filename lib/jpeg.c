@@ -38,8 +38,10 @@ static void on_error(j_common_ptr cinfo) {
 }
 
 /*
- * libjpeg only warns when data is corrupt or ends early and fills in the
- * rest; PIL refuses such files, and so do we. Other messages are dropped.
+ * libjpeg only warns when data is corrupt or ends early, and fills in the
+ * rest. PIL refuses a truncated file; we refuse all corrupt data too (PIL
+ * accepts extraneous bytes between markers: see BUGS in the man page).
+ * Other messages are dropped.
  */
 static void on_message(j_common_ptr cinfo, int level) {
     struct jpeg_err *e = (struct jpeg_err *)cinfo->err;
@@ -49,7 +51,6 @@ static void on_message(j_common_ptr cinfo, int level) {
     }
     switch (cinfo->err->msg_code) {
     case JWRN_JPEG_EOF:
-    case JWRN_HIT_MARKER:
         e->truncated = true;
         on_error(cinfo);
         break;
@@ -58,6 +59,7 @@ static void on_message(j_common_ptr cinfo, int level) {
 #endif
     case JWRN_BOGUS_PROGRESSION:
     case JWRN_EXTRANEOUS_DATA:
+    case JWRN_HIT_MARKER:
     case JWRN_HUFF_BAD_CODE:
     case JWRN_MUST_RESYNC:
     case JWRN_NOT_SEQUENTIAL:
