@@ -314,6 +314,11 @@ int resnet_image_prepare(struct resnet_image **out,
     }
     cw = pp->crop_w > 0 ? pp->crop_w : rw;
     ch = pp->crop_h > 0 ? pp->crop_h : rh;
+    if ((size_t)cw > RESNET_MAX_PIXELS / (size_t)ch) {
+        return rn_error(err, RESNET_EINVAL, 0,
+                        "cannot resize a %dx%d image to %dx%d: over %zu pixels",
+                        in->w, in->h, cw, ch, RESNET_MAX_PIXELS);
+    }
     if (rw == in->w && rh == in->h) {
         return resnet_image_crop(out, in, cw, ch, err);
     }

@@ -96,6 +96,72 @@ static void crop_larger_than_image_pads_zeros(void **state) {
     resnet_image_free(in);
 }
 
+/*
+ * prepare() resizes only the window the crop keeps; that must give the
+ * bytes of a full resize (to torchvision's size) followed by the crop.
+ */
+static void prepare_equals_resize_then_crop(void **state) {
+    static const int cases[][5] = {
+        // w, h, resize, crop_w, crop_h
+        {3, 500, 64, 48, 40},  {500, 3, 64, 48, 40}, {320, 240, 256, 224, 224},
+        {256, 259, 256, 224, 224}, {40, 30, 20, 30, 25}, {7, 9, 5, 9, 3},
+        {100, 100, 0, 50, 60},
+    };
+    struct resnet_error err = {0};
+
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const int *c = cases[i];
+        struct resnet_image *in = make_image(c[0], c[1]);
+        struct resnet_image *full = NULL, *want = NULL, *got = NULL;
+        struct resnet_preprocess pp = {.resize = c[2], .crop_w = c[3],
+                                       .crop_h = c[4]};
+        int s = c[0] < c[1] ? c[0] : c[1], l = c[0] < c[1] ? c[1] : c[0];
+        int rl = c[2] ? (int)((double)c[2] * l / s) : l;
+        int rw = c[2] ? (c[0] <= c[1] ? c[2] : rl) : c[0];
+        int rh = c[2] ? (c[0] <= c[1] ? rl : c[2]) : c[1];
+        size_t n;
+
+        // Scramble the pixels so that every tap of the filter matters.
+        for (size_t k = 0; k < (size_t)c[0] * c[1] * 3; k++) {
+            in->data[k] = (uint8_t)(k * 2654435761u >> 13);
+        }
+        assert_int_equal(resnet_image_resize(&full, in, rw, rh, &err), 0);
+        assert_int_equal(resnet_image_crop(&want, full, c[3], c[4], &err), 0);
+        assert_int_equal(resnet_image_prepare(&got, in, &pp, &err), 0);
+        assert_int_equal(got->w, c[3]);
+        assert_int_equal(got->h, c[4]);
+        n = (size_t)c[3] * c[4] * 3;
+        for (size_t k = 0; k < n; k++) {
+            if (got->data[k] != want->data[k]) {
+                print_error("case %zu, index %zu: expected %d, got %d\n", i,
+                            k, want->data[k], got->data[k]);
+                fail();
+            }
+        }
+        resnet_image_free(got);
+        resnet_image_free(want);
+        resnet_image_free(full);
+        resnet_image_free(in);
+    }
+}
+
+/* A 1 x 5000 image resized to 256 wide would be 1.28 G pixels uncropped. */
+static void prepare_refuses_huge_output(void **state) {
+    struct resnet_image *in = make_image(1, 5000), *out = NULL;
+    struct resnet_preprocess pp = {.resize = 256};
+    struct resnet_error err = {0};
+
+    (void)state;
+    assert_int_equal(resnet_image_prepare(&out, in, &pp, &err), RESNET_EINVAL);
+    assert_null(out);
+    pp.crop_w = pp.crop_h = 224;
+    assert_int_equal(resnet_image_prepare(&out, in, &pp, &err), RESNET_OK);
+    assert_int_equal(out->w, 224);
+    resnet_image_free(out);
+    resnet_image_free(in);
+}
+
 /* Every byte value against ToTensor + Normalize written out in float32. */
 static void normalize_matches_float32_steps(void **state) {
     const float mean[3] = {0.485f, 0.456f, 0.406f};
@@ -220,6 +286,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(crop_rounds_half_to_even),
         cmocka_unit_test(crop_larger_than_image_pads_zeros),
+        cmocka_unit_test(prepare_equals_resize_then_crop),
+        cmocka_unit_test(prepare_refuses_huge_output),
         cmocka_unit_test(normalize_matches_float32_steps),
         cmocka_unit_test(decode_refuses_jpeg_over_budget),
         cmocka_unit_test(decode_refuses_png_over_budget),
