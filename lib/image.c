@@ -301,6 +301,10 @@ int resnet_image_prepare(struct resnet_image **out,
     int rc;
 
     *out = NULL;
+    if (in->w <= 0 || in->h <= 0) {
+        return rn_error(err, RESNET_EINVAL, 0, "cannot prepare a %dx%d image",
+                        in->w, in->h);
+    }
     if (pp->resize < 0 || pp->crop_w < 0 || pp->crop_h < 0) {
         return rn_error(err, RESNET_EINVAL, 0,
                         "bad preprocessing: resize %d, crop %dx%d",
