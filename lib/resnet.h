@@ -11,8 +11,9 @@
  *
  * Known limits (also in the man page's BUGS section): images are limited
  * to RESNET_MAX_PIXELS pixels unless the caller passes another budget;
- * JPEGs in arithmetic coding or 12-bit precision are refused by
- * libjpeg-turbo.
+ * JPEGs with 12-bit samples are refused by libjpeg-turbo, and so is JPEG
+ * data it reports as corrupt (PIL accepts extraneous bytes between
+ * markers; we do not).
  */
 #ifndef RESNET_RESNET_H
 #define RESNET_RESNET_H
