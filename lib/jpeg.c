@@ -39,9 +39,9 @@ static void on_error(j_common_ptr cinfo) {
 
 /*
  * libjpeg only warns when data is corrupt or ends early, and fills in the
- * rest. PIL refuses a truncated file; we refuse all corrupt data too (PIL
- * accepts extraneous bytes between markers: see BUGS in the man page).
- * Other messages are dropped.
+ * rest. PIL refuses a truncated file, and we refuse corrupt entropy data
+ * too. Extraneous bytes between markers are skipped without changing a
+ * pixel, so those files decode, as in PIL. Other messages are dropped.
  */
 static void on_message(j_common_ptr cinfo, int level) {
     struct jpeg_err *e = (struct jpeg_err *)cinfo->err;
@@ -58,7 +58,6 @@ static void on_message(j_common_ptr cinfo, int level) {
     case JWRN_ARITH_BAD_CODE:
 #endif
     case JWRN_BOGUS_PROGRESSION:
-    case JWRN_EXTRANEOUS_DATA:
     case JWRN_HIT_MARKER:
     case JWRN_HUFF_BAD_CODE:
     case JWRN_MUST_RESYNC:

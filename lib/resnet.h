@@ -11,9 +11,8 @@
  *
  * Known limits (also in the man page's BUGS section): images are limited
  * to RESNET_MAX_PIXELS pixels unless the caller passes another budget;
- * JPEGs with 12-bit samples are refused by libjpeg-turbo, and so is JPEG
- * data it reports as corrupt (PIL accepts extraneous bytes between
- * markers; we do not).
+ * JPEGs with 12-bit samples are refused by libjpeg-turbo, and so are
+ * JPEGs whose compressed data it reports as corrupt.
  */
 #ifndef RESNET_RESNET_H
 #define RESNET_RESNET_H

@@ -100,4 +100,17 @@ for args in "" "--resize 256 --crop 224 224"; do
     expect_same "$tmp/red.want" "$tmp/red.txt"
 done
 
+# Extraneous bytes before the scan: libjpeg skips them with a warning and
+# PIL decodes the same pixels, so we do too.
+"$PYTHON_TORCH" -c '
+import sys
+b = open(sys.argv[1], "rb").read()
+i = b.index(b"\xff\xda")
+open(sys.argv[2], "wb").write(b[:i] + b"\x00\x01\x02" + b[i:])
+' "$cases/baseline.jpg" "$tmp/extraneous.jpg" || fail "cannot write extraneous.jpg"
+"$dump" "$tmp/extraneous.jpg" >"$tmp/extraneous.rgb" ||
+    fail "extraneous bytes before the scan refused"
+"$dump" "$cases/baseline.jpg" >"$tmp/baseline.rgb"
+expect_same "$tmp/baseline.rgb" "$tmp/extraneous.rgb"
+
 finish
