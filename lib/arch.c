@@ -535,6 +535,9 @@ int resnet_arch_n_layers(const struct resnet_arch *a) {
 void resnet_arch_layer(const struct resnet_arch *a, int i,
                        struct resnet_layer_info *info) {
     *info = a->layers[i].info;
+    info->in = a->layers[i].in;
+    info->in2 = a->layers[i].in2;
+    info->out = a->layers[i].out;
 }
 
 int resnet_arch_set_input(struct resnet_arch *a, int h, int w,

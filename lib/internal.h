@@ -416,6 +416,20 @@ int rn_check_tensors(const struct rn_state_dict *sd,
                      struct resnet_error *err);
 
 /* ------------------------------------------------------------------ */
+/* lib/check.c: a weights file against an architecture                 */
+
+/*
+ * resnet_weights_check() on a file already loaded; path, when not NULL,
+ * is named in each message after the tensor ("missing tensor 'fc.bias'
+ * in 'w.safetensors'").
+ */
+int rn_weights_check(const struct resnet_arch *arch,
+                     const struct rn_safetensors *st, const char *path,
+                     resnet_problem_fn fn, void *ctx,
+                     struct resnet_weights_summary *summary,
+                     struct resnet_error *err);
+
+/* ------------------------------------------------------------------ */
 /* Kernels: lib/gemm.c, lib/conv.c, lib/pool.c, lib/linear.c           */
 
 /* C = A * B (+ C when accumulate); row-major, A m x k, B k x n. */
