@@ -368,6 +368,11 @@ static int cannot_place(const struct rn_state_dict *sd,
                     source, n, names);
 }
 
+/*
+ * TODO: this repeats the core of lib/check.c's rn_weights_check(), which
+ * takes a mapped safetensors file and reports every problem; share one
+ * check once that takes a tensor list. Nothing breaks meanwhile.
+ */
 int rn_check_tensors(const struct rn_state_dict *sd,
                      const struct resnet_arch *arch, const char *source,
                      struct resnet_error *err) {
