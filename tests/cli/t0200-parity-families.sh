@@ -1,0 +1,43 @@
+#!/bin/sh
+# Each model family gives PyTorch's logits: small random-weight nets built
+# by torchvision (or the akamaster CIFAR code) in tests/make-fixtures.py,
+# against resnet classify on a generated PNG and JPEG each.
+
+. "${top_srcdir:-.}/tests/lib.sh"
+
+need_torch
+
+fix="$top_builddir/tests/fixtures/families"
+script="$top_srcdir/tests/make-fixtures.py"
+compare="$top_srcdir/tests/compare-logits.py"
+families="basic bottleneck bottleneck-1x1 resnext wide cifar-a seed-resnet"
+
+# The fixtures are cached in the build tree until the script changes.
+if ! [ -f "$fix/stamp" ] || [ "$script" -nt "$fix/stamp" ]; then
+    rm -rf "$fix"
+    if ! "$PYTHON_TORCH" "$script" families "$fix"; then
+        fail "make-fixtures.py families failed"
+        finish
+    fi
+    touch "$fix/stamp"
+fi
+
+for fam in $families; do
+    out="$tmp/$fam.out"
+    "$RESNET" classify --format json --logits -k 5 -m "$fix/$fam.json" \
+        -w "$fix/$fam.safetensors" "$fix/$fam.png" "$fix/$fam.jpg" \
+        >"$out" 2>"$tmp/$fam.err"
+    rc=$?
+    if [ "$rc" -ne 0 ]; then
+        fail "classify on family $fam exited $rc: $(head -c 400 "$tmp/$fam.err")"
+        continue
+    fi
+    if [ -s "$tmp/$fam.err" ]; then
+        fail "classify on family $fam wrote to stderr: $(head -c 400 "$tmp/$fam.err")"
+    fi
+    "$PYTHON_TORCH" "$compare" --name "$fam" --top 5 \
+        --labels "$fix/ten-classes.txt" "$fix/$fam.expected.json" "$out" ||
+        fail "family $fam does not match PyTorch"
+done
+
+finish
