@@ -39,17 +39,11 @@ int usage_error(const char *usage, const char *fmt, ...)
 bool verbosity_option(int opt);
 
 /*
- * The search path for models and weights: $RESNET_MODEL_PATH, then the
- * installed models folder. Owned by the caller.
- */
-char *model_search_path(void);
-
-/*
  * Resolves -m and -w as classify, inspect and bench take them: the
- * description by path or name, then the weights from -w or the file the
- * description names. On success returns 0 with *arch new and *weights a
- * new string (NULL when none was given or named and !need_weights);
- * otherwise prints the error and returns EXIT_FAIL.
+ * description by path or name, then the weights from -w or, when
+ * need_weights, the file the description names. On success returns 0
+ * with *arch new and *weights a new string (NULL when -w was not given
+ * and !need_weights); otherwise prints the error and returns EXIT_FAIL.
  */
 int open_model_files(const char *model, const char *weights_opt,
                      bool need_weights, struct resnet_arch **arch,

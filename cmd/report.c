@@ -69,42 +69,12 @@ bool verbosity_option(int opt) {
     return false;
 }
 
-char *model_search_path(void) {
-    const char *env = getenv("RESNET_MODEL_PATH");
-    size_t len;
-    char *path;
-
-    if (!env || !*env) {
-        return strdup(RESNET_MODELDIR);
-    }
-    len = strlen(env) + 1 + strlen(RESNET_MODELDIR) + 1;
-    path = malloc(len);
-    if (path) {
-        snprintf(path, len, "%s:%s", env, RESNET_MODELDIR);
-    }
-    return path;
-}
-
-/* Weights named by a description are looked up beside it first. */
-static char *weights_search_path(const char *arch_path, const char *search) {
-    const char *slash = strrchr(arch_path, '/');
-    int dir_len = slash ? (int)(slash - arch_path) : 1;
-    const char *dir = slash ? arch_path : ".";
-    size_t len = (size_t)dir_len + 1 + strlen(search) + 1;
-    char *path = malloc(len);
-
-    if (path) {
-        snprintf(path, len, "%.*s:%s", dir_len, dir, search);
-    }
-    return path;
-}
-
 int open_model_files(const char *model, const char *weights_opt,
                      bool need_weights, struct resnet_arch **arch,
                      char **weights) {
     struct resnet_error err = {0};
-    char *search = model_search_path();
-    char *arch_path = NULL, *wsearch = NULL;
+    char *search = resnet_search_path();
+    char *arch_path = NULL;
     const char *wname;
     int rc = EXIT_FAIL;
 
@@ -123,34 +93,31 @@ int open_model_files(const char *model, const char *weights_opt,
     }
 
     // The weights: -w as given, else the description's default.
-    wname = weights_opt ? weights_opt : resnet_arch_weights(*arch);
-    if (!wname) {
-        if (need_weights) {
-            error("no weights for model '%s': give them with -w",
-                  resnet_arch_name(*arch));
-            goto out;
+    if (weights_opt) {
+        *weights = strdup(weights_opt);
+        rc = *weights ? 0 : EXIT_FAIL;
+        if (rc) {
+            error("out of memory");
         }
+        goto out;
+    }
+    wname = resnet_arch_weights(*arch);
+    if (!need_weights) {
         rc = 0;
-        goto out;
-    }
-    wsearch = weights_search_path(arch_path, search);
-    if (!wsearch) {
-        error("out of memory");
-        goto out;
-    }
-    if (resnet_find_file(weights, wname, NULL, weights_opt ? "" : wsearch,
-                         &err)) {
+    } else if (!wname) {
+        error("no weights for model '%s': give them with -w",
+              resnet_arch_name(*arch));
+    } else if (resnet_arch_find_file(*arch, wname, weights, &err)) {
         error_lib(err.code, &err);
-        goto out;
+    } else {
+        rc = 0;
     }
-    rc = 0;
 
 out:
     if (rc) {
         resnet_arch_free(*arch);
         *arch = NULL;
     }
-    free(wsearch);
     free(arch_path);
     free(search);
     return rc;

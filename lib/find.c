@@ -77,3 +77,19 @@ int resnet_find_file(char **out, const char *name, const char *suffix,
                     search_path && *search_path ? search_path
                                                 : "an empty path");
 }
+
+char *resnet_search_path(void) {
+    const char *env = getenv("RESNET_MODEL_PATH");
+    size_t len;
+    char *path;
+
+    if (!env || !*env) {
+        return strdup(RESNET_MODELDIR);
+    }
+    len = strlen(env) + 1 + strlen(RESNET_MODELDIR) + 1;
+    path = malloc(len);
+    if (path) {
+        snprintf(path, len, "%s:%s", env, RESNET_MODELDIR);
+    }
+    return path;
+}

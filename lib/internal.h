@@ -40,6 +40,46 @@ static inline bool rn_mul_size(size_t a, size_t b, size_t *out) {
 }
 
 /* ------------------------------------------------------------------ */
+/* lib/image.c, lib/resize.c, lib/png.c, lib/jpeg.c: images             */
+
+/*
+ * A new w x h RGB image with uninitialised pixels (zeroed when zero).
+ * Returns RESNET_ENOMEM, also when w * h * 3 overflows.
+ */
+int rn_image_new(struct resnet_image **out, int w, int h, bool zero,
+                 struct resnet_error *err);
+
+/*
+ * Refuses a w x h image from name's header when it is empty or has more
+ * than max_pixels pixels (already resolved, never 0): RESNET_EFORMAT or
+ * RESNET_EUNSUPPORTED with the message the user sees.
+ */
+int rn_image_check_size(long w, long h, size_t max_pixels, const char *name,
+                        struct resnet_error *err);
+
+/*
+ * Decoders behind resnet_image_decode(): buf holds the whole file, whose
+ * signature the caller has checked. Same contract as resnet_image_decode,
+ * with max_pixels already resolved.
+ */
+int rn_png_decode(struct resnet_image **out, const uint8_t *buf, size_t len,
+                  const char *name, size_t max_pixels,
+                  struct resnet_error *err);
+int rn_jpeg_decode(struct resnet_image **out, const uint8_t *buf, size_t len,
+                   const char *name, size_t max_pixels,
+                   struct resnet_error *err);
+
+/*
+ * The window x0, y0, w, h (inside 0..full_w, 0..full_h) of in resized to
+ * full_w x full_h as resnet_image_resize() does; only the window is
+ * computed, so a crop of a large resize costs the crop. *out is new.
+ */
+int rn_image_resample(struct resnet_image **out,
+                      const struct resnet_image *in, int full_w, int full_h,
+                      int x0, int y0, int w, int h,
+                      struct resnet_error *err);
+
+/* ------------------------------------------------------------------ */
 /* lib/safetensors.c: reading and writing safetensors files            */
 
 enum rn_dtype {
@@ -64,7 +104,8 @@ struct rn_tensor {
     int n_dims;
     int64_t shape[RN_MAX_DIMS];
     size_t n_elems;
-    const void *data; // n_elems values of dtype, little-endian
+    const void *data; // n_elems values of dtype, little-endian; may be
+                      // unaligned: read with rn_tensor_to_f32()
     size_t n_bytes;
 };
 
@@ -113,39 +154,101 @@ int rn_tensor_to_f32(const struct rn_tensor *t, float *out,
  * safetensors file at path: to a temporary file in the same folder, then
  * renamed into place, so path holds the whole file or nothing new.
  * An existing path is kept unless overwrite. metadata, when not NULL, is
- * n_meta key/value string pairs for __metadata__.
+ * n_meta key/value string pairs for __metadata__. Tensors keep the given
+ * order. Returns RESNET_EINVAL, RESNET_EIO (errno EEXIST when path exists
+ * and !overwrite) or RESNET_ENOMEM.
  */
 int rn_safetensors_write(const char *path, const struct rn_tensor *tensors,
                          int n, const char *const *metadata, int n_meta,
                          bool overwrite, struct resnet_error *err);
 
 /* ------------------------------------------------------------------ */
+/* lib/desc.c: the JSON description, parsed and validated               */
+
+struct rn_stage_desc {
+    char *name;   // tensor prefix, e.g. "layer1"
+    int n_blocks;
+    int planes;   // torchvision's planes: output is planes * expansion
+    int stride;
+};
+
+/* Everything a description says, with defaults filled in. */
+struct rn_desc {
+    char *name;
+    char *labels;  // label file as written, or NULL
+    char *weights; // default weights file as written, or NULL
+    struct resnet_preprocess pp;
+    int c_in, h_in, w_in;
+
+    char *stem_conv;     // tensor prefix of the stem conv
+    int stem_channels, stem_kernel, stem_stride, stem_pad;
+    char *stem_bn;       // NULL: no BN, the stem conv has a bias
+    bool has_maxpool;
+    int pool_kernel, pool_stride, pool_pad;
+
+    bool is_bottleneck;
+    int groups, width_per_group;
+    bool stride_on_1x1;  // the original paper's placement
+    bool is_pad_shortcut; // option A instead of a projection
+    int n_stages;
+    struct rn_stage_desc *stages;
+
+    char *fc;            // tensor prefix of the classifier
+    int n_classes;
+    float bn_eps;
+};
+
+/*
+ * Parses and validates the JSON text of a description; name is the file
+ * for messages. Errors name the JSON path. *out is new; free it with
+ * rn_desc_free(). Returns RESNET_EFORMAT, RESNET_EINVAL or RESNET_ENOMEM.
+ */
+int rn_desc_parse(struct rn_desc **out, const char *json, size_t len,
+                  const char *name, struct resnet_error *err);
+
+void rn_desc_free(struct rn_desc *desc);
+
+/* ------------------------------------------------------------------ */
 /* lib/arch.c: the network as a list of layers                          */
 
-/* Values live in numbered slots of the workspace; see lib/model.c. */
+/*
+ * A layer of the list. Values are numbered: 0 is the network's input,
+ * and each layer that makes a new tensor writes the next number. BN and
+ * ReLU layers work in place (in == out) and are folded or fused into the
+ * conv, add or linear before them when the model is built.
+ */
 struct rn_layer {
     struct resnet_layer_info info;
-    char *name;     // owns info.name
-    int in, in2;    // value ids read (in2: second operand of an add)
-    int out;        // value id written
-    bool relu;      // ReLU fused into this conv, add or linear
-    float bn_eps;   // for BN layers
-    bool has_weights;  // reads <name>.weight (and .bias) from the file
+    char *name;        // owns info.name
+    int in, in2;       // values read (in2: the shortcut operand of an add)
+    int out;           // value written
 };
 
 struct resnet_arch {
     char *path;
-    char *name;
-    char *weights;           // default weights file, or NULL
-    char **labels;           // n_classes strings, or NULL
-    struct resnet_preprocess pp;
-    int c_in, h_in, w_in;
-    int n_classes;
+    struct rn_desc *desc;
+    char **labels;     // n_classes strings, or NULL
+    int h_in, w_in;    // current input size (the description's, or set)
     int n_layers;
     struct rn_layer *layers;
-    int n_values;            // value ids: 0 is the input
-    void *desc;              // the parsed description, to rebuild layers
+    int n_values;
 };
+
+/* One tensor the weights file must hold. */
+struct rn_expected {
+    char name[160];
+    int n_dims;
+    int64_t shape[4];
+    int layer;         // index into arch->layers
+};
+
+/*
+ * Lists every tensor the architecture reads, in layer order. *out is a
+ * new array of *n entries. Returns RESNET_ENOMEM.
+ */
+int rn_arch_expected(const struct resnet_arch *arch,
+                     struct rn_expected **out, int *n,
+                     struct resnet_error *err);
 
 /* ------------------------------------------------------------------ */
 /* Kernels: lib/gemm.c, lib/conv.c, lib/pool.c, lib/linear.c           */

@@ -189,6 +189,14 @@ int resnet_arch_n_classes(const struct resnet_arch *arch);
 const char *resnet_arch_weights(const struct resnet_arch *arch);
 
 /*
+ * Finds a file a description names (weights, labels): beside the
+ * description first, then along resnet_search_path(). On success *out is
+ * a new path the caller frees. Returns RESNET_EIO or RESNET_ENOMEM.
+ */
+int resnet_arch_find_file(const struct resnet_arch *arch, const char *name,
+                          char **out, struct resnet_error *err);
+
+/*
  * The class names: n_classes strings, or NULL when the description names
  * no label file. Owned by arch.
  */
@@ -296,6 +304,12 @@ const double *resnet_workspace_timings(const struct resnet_workspace *ws);
 /* Turns per-layer timing on or off for passes through ws. */
 void resnet_workspace_set_timing(struct resnet_workspace *ws, bool on);
 
+/*
+ * Sets how many threads one forward pass may use (OpenBLAS's thread
+ * count); 1 when the caller runs several passes in parallel itself.
+ */
+void resnet_set_threads(int n);
+
 /* Writes softmax(logits) to probs; both hold n floats. */
 void resnet_softmax(const float *logits, float *probs, int n);
 
@@ -312,6 +326,13 @@ void resnet_softmax(const float *logits, float *probs, int n);
  */
 int resnet_find_file(char **out, const char *name, const char *suffix,
                      const char *search_path, struct resnet_error *err);
+
+/*
+ * The default search path for descriptions, weights and labels:
+ * $RESNET_MODEL_PATH followed by the installed models folder. Returns a
+ * new string the caller frees, or NULL when out of memory.
+ */
+char *resnet_search_path(void);
 
 #ifdef __cplusplus
 }

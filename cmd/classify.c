@@ -1,0 +1,549 @@
+/* resnet classify: label images with a model's most likely classes. */
+#include <config.h>
+
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "cmd.h"
+
+static const char usage[] =
+    "usage: resnet classify [-m <model>] [-w <weights>] [-k <n>]\n"
+    "                       [--format text | json | csv] [--logits]\n"
+    "                       [-j <threads>] [-T <list-file>] [-v | -q]\n"
+    "                       <image>...\n"
+    "\n"
+    "    -m, --model <model>       description file, or a model name looked\n"
+    "                              up in $RESNET_MODEL_PATH and the installed\n"
+    "                              models (default $RESNET_MODEL)\n"
+    "    -w, --weights <file>      safetensors weights (default: the file the\n"
+    "                              description names)\n"
+    "    -k, --top <n>             print the <n> most likely classes (default 5)\n"
+    "        --format <format>     text (tab-separated), json (one object a\n"
+    "                              line) or csv (default text)\n"
+    "        --logits              add the logits: all of them in json, the\n"
+    "                              listed classes' in text and csv\n"
+    "    -j, --threads <n>         classify with <n> threads (default: the\n"
+    "                              number of processors)\n"
+    "    -T, --files-from <file>   also read image paths from <file>, one a\n"
+    "                              line (- for standard input)\n"
+    "    -v, --verbose             report the model and timings on stderr\n"
+    "    -q, --quiet               do not print warnings\n"
+    "    -h, --help                print this help\n";
+
+enum format { FORMAT_TEXT, FORMAT_JSON, FORMAT_CSV };
+
+struct classify_opts {
+    const char *model;
+    const char *weights;
+    int top;
+    enum format format;
+    bool logits;
+    int threads;
+    const char *files_from;
+};
+
+/* What one image gave: an error message or its classes. */
+struct result {
+    bool done;
+    int rc;
+    char msg[512]; // room for a library message and a prefix
+    int *index;     // top classes, most likely first
+    float *prob;    // their probabilities
+    float *logits;  // all n_classes logits
+};
+
+/* State shared by the worker threads. */
+struct job {
+    const struct resnet_model *model;
+    const struct classify_opts *opts;
+    char **paths;
+    int n_paths;
+    atomic_int next;
+    struct result *results;
+    pthread_mutex_t lock;
+    pthread_cond_t ready;
+};
+
+static int parse_int(const char *s, int lo, int hi, int *out) {
+    char *end;
+    long v = strtol(s, &end, 10);
+
+    if (*s == '\0' || *end != '\0' || v < lo || v > hi) {
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, struct classify_opts *o) {
+    static const struct option longopts[] = {
+        {"model", required_argument, NULL, 'm'},
+        {"weights", required_argument, NULL, 'w'},
+        {"top", required_argument, NULL, 'k'},
+        {"format", required_argument, NULL, 'f'},
+        {"logits", no_argument, NULL, 'l'},
+        {"threads", required_argument, NULL, 'j'},
+        {"files-from", required_argument, NULL, 'T'},
+        {"verbose", no_argument, NULL, 'v'},
+        {"quiet", no_argument, NULL, 'q'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int opt;
+
+    opterr = 0;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, ":m:w:k:j:T:vqh", longopts,
+                              NULL)) != -1) {
+        if (verbosity_option(opt)) {
+            continue;
+        }
+        switch (opt) {
+        case 'm':
+            o->model = optarg;
+            break;
+        case 'w':
+            o->weights = optarg;
+            break;
+        case 'k':
+            if (parse_int(optarg, 1, 1 << 20, &o->top)) {
+                return usage_error(usage, "-k needs a positive number, not "
+                                   "'%s'", optarg);
+            }
+            break;
+        case 'f':
+            if (strcmp(optarg, "text") == 0) {
+                o->format = FORMAT_TEXT;
+            } else if (strcmp(optarg, "json") == 0) {
+                o->format = FORMAT_JSON;
+            } else if (strcmp(optarg, "csv") == 0) {
+                o->format = FORMAT_CSV;
+            } else {
+                return usage_error(usage, "unknown format '%s' (text, json "
+                                   "or csv)", optarg);
+            }
+            break;
+        case 'l':
+            o->logits = true;
+            break;
+        case 'j':
+            if (parse_int(optarg, 1, 1024, &o->threads)) {
+                return usage_error(usage, "-j needs a number from 1 to "
+                                   "1024, not '%s'", optarg);
+            }
+            break;
+        case 'T':
+            o->files_from = optarg;
+            break;
+        case 'h':
+            fputs(usage, stdout);
+            return -1;
+        case ':':
+            return usage_error(usage, "option '%s' needs a value",
+                               argv[optind - 1]);
+        default:
+            return usage_error(usage, "unknown option '%s'",
+                               argv[optind - 1]);
+        }
+    }
+    if (!o->model) {
+        return usage_error(usage, "no model given: use -m <model>");
+    }
+    if (optind == argc && !o->files_from) {
+        return usage_error(usage, "no images given");
+    }
+    return 0;
+}
+
+/* Appends the lines of path (or standard input for "-") to *paths. */
+static int read_list(const char *path, char ***paths, int *n) {
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    int rc = 0;
+
+    if (!f) {
+        error("cannot open '%s': %s", path, strerror(errno));
+        return EXIT_FAIL;
+    }
+    while ((len = getline(&line, &cap, f)) > 0) {
+        char **p;
+
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) {
+            line[--len] = '\0';
+        }
+        if (len == 0) {
+            continue;
+        }
+        p = realloc(*paths, (size_t)(*n + 1) * sizeof *p);
+        if (!p || !(p[*n] = strdup(line))) {
+            *paths = p ? p : *paths;
+            error("out of memory");
+            rc = EXIT_FAIL;
+            break;
+        }
+        *paths = p;
+        (*n)++;
+    }
+    if (!rc && ferror(f)) {
+        error("cannot read '%s': %s", path, strerror(errno));
+        rc = EXIT_FAIL;
+    }
+    free(line);
+    if (f != stdin) {
+        fclose(f);
+    }
+    return rc;
+}
+
+/* Keeps the k largest probabilities, most likely first; ties keep the
+ * lower class index first, as torch.topk does on CPU. */
+static void top_k(const float *prob, int n, int k, int *index, float *out) {
+    for (int j = 0; j < k; j++) {
+        index[j] = -1;
+    }
+    for (int i = 0; i < n; i++) {
+        int j = k;
+
+        while (j > 0 && (index[j - 1] < 0 || prob[i] > out[j - 1])) {
+            j--;
+        }
+        if (j == k) {
+            continue;
+        }
+        memmove(index + j + 1, index + j, (size_t)(k - j - 1) * sizeof *index);
+        memmove(out + j + 1, out + j, (size_t)(k - j - 1) * sizeof *out);
+        index[j] = i;
+        out[j] = prob[i];
+    }
+}
+
+/* Decodes, prepares and classifies one image into r. */
+static void classify_one(const struct job *job, struct resnet_workspace *ws,
+                         const char *path, float *input, float *logits,
+                         float *prob, struct result *r) {
+    const struct resnet_arch *arch = resnet_model_arch(job->model);
+    int n = resnet_arch_n_classes(arch);
+    int k = job->opts->top < n ? job->opts->top : n;
+    struct resnet_error err = {0};
+    struct resnet_image *img = NULL, *crop = NULL;
+    const struct resnet_preprocess *pp = resnet_arch_preprocess(arch);
+
+    r->rc = resnet_image_load(&img, path, 0, &err);
+    if (!r->rc) {
+        r->rc = resnet_image_prepare(&crop, img, pp, &err);
+    }
+    if (r->rc) {
+        snprintf(r->msg, sizeof r->msg, "%s", err.msg);
+        goto out;
+    }
+    resnet_image_normalize(crop, pp->mean, pp->std, input);
+    resnet_model_forward(job->model, ws, input, logits);
+    resnet_softmax(logits, prob, n);
+
+    r->index = malloc((size_t)k * sizeof *r->index);
+    r->prob = malloc((size_t)k * sizeof *r->prob);
+    if (job->opts->logits) {
+        r->logits = malloc((size_t)n * sizeof *r->logits);
+    }
+    if (!r->index || !r->prob || (job->opts->logits && !r->logits)) {
+        r->rc = RESNET_ENOMEM;
+        snprintf(r->msg, sizeof r->msg, "out of memory classifying '%s'",
+                 path);
+        goto out;
+    }
+    top_k(prob, n, k, r->index, r->prob);
+    if (r->logits) {
+        memcpy(r->logits, logits, (size_t)n * sizeof *logits);
+    }
+
+out:
+    resnet_image_free(crop);
+    resnet_image_free(img);
+}
+
+/* A worker: takes images in turn until none are left. */
+static void *worker(void *arg) {
+    struct job *job = arg;
+    const struct resnet_arch *arch = resnet_model_arch(job->model);
+    int c, h, w, n = resnet_arch_n_classes(arch);
+    struct resnet_workspace *ws = NULL;
+    struct resnet_error err = {0};
+    float *input, *logits;
+    int rc;
+
+    resnet_arch_input(arch, &c, &h, &w);
+    input = malloc(((size_t)c * h * w + 2 * (size_t)n) * sizeof *input);
+    logits = input + (size_t)c * h * w;
+    rc = input ? resnet_workspace_new(&ws, job->model, &err) : RESNET_ENOMEM;
+
+    for (int i; (i = atomic_fetch_add(&job->next, 1)) < job->n_paths;) {
+        struct result *r = &job->results[i];
+
+        if (rc) {
+            r->rc = rc;
+            snprintf(r->msg, sizeof r->msg, "cannot classify '%s': %s",
+                     job->paths[i], err.msg[0] ? err.msg : "out of memory");
+        } else {
+            classify_one(job, ws, job->paths[i], input, logits, logits + n,
+                         r);
+        }
+        pthread_mutex_lock(&job->lock);
+        r->done = true;
+        pthread_cond_broadcast(&job->ready);
+        pthread_mutex_unlock(&job->lock);
+    }
+    resnet_workspace_free(ws);
+    free(input);
+    return NULL;
+}
+
+/* Prints s as a CSV field, quoted when it needs to be. */
+static void csv_field(const char *s) {
+    if (!s[strcspn(s, ",\"\r\n")]) {
+        fputs(s, stdout);
+        return;
+    }
+    putchar('"');
+    for (; *s; s++) {
+        if (*s == '"') {
+            putchar('"');
+        }
+        putchar(*s);
+    }
+    putchar('"');
+}
+
+/* A number as cJSON raw text: %.9g round-trips a float; null if not
+ * finite, as JSON has no NaN. */
+static cJSON *json_number(float x) {
+    char buf[32];
+
+    if (x != x || x - x != 0) {
+        return cJSON_CreateNull();
+    }
+    snprintf(buf, sizeof buf, "%.9g", x);
+    return cJSON_CreateRaw(buf);
+}
+
+static int print_json(const char *path, const struct result *r, int k,
+                      int n, const char *const *labels) {
+    cJSON *obj = cJSON_CreateObject();
+    cJSON *top = cJSON_AddArrayToObject(obj, "top");
+    char *text;
+
+    cJSON_AddStringToObject(obj, "file", path);
+    for (int j = 0; j < k; j++) {
+        cJSON *c = cJSON_CreateObject();
+
+        cJSON_AddNumberToObject(c, "index", r->index[j]);
+        if (labels) {
+            cJSON_AddStringToObject(c, "label", labels[r->index[j]]);
+        } else {
+            cJSON_AddNullToObject(c, "label");
+        }
+        cJSON_AddItemToObject(c, "prob", json_number(r->prob[j]));
+        cJSON_AddItemToArray(top, c);
+    }
+    if (r->logits) {
+        cJSON *all = cJSON_AddArrayToObject(obj, "logits");
+
+        for (int i = 0; i < n; i++) {
+            cJSON_AddItemToArray(all, json_number(r->logits[i]));
+        }
+    }
+    text = cJSON_PrintUnformatted(obj);
+    cJSON_Delete(obj);
+    if (!text) {
+        error("out of memory");
+        return -1;
+    }
+    puts(text);
+    free(text);
+    return 0;
+}
+
+/* Prints one image's result in the chosen format. */
+static int print_result(const struct classify_opts *o, const char *path,
+                        const struct result *r, int n,
+                        const char *const *labels) {
+    int k = o->top < n ? o->top : n;
+
+    if (o->format == FORMAT_JSON) {
+        return print_json(path, r, k, n, labels);
+    }
+    for (int j = 0; j < k; j++) {
+        int c = r->index[j];
+        const char *label = labels ? labels[c] : NULL;
+
+        if (o->format == FORMAT_CSV) {
+            csv_field(path);
+            printf(",%d,%d,", j + 1, c);
+            csv_field(label ? label : "");
+            printf(",%.6f", r->prob[j]);
+            if (o->logits) {
+                printf(",%.9g", r->logits[c]);
+            }
+            putchar('\n');
+            continue;
+        }
+        printf("%s\t%d\t%.6f\t", path, j + 1, r->prob[j]);
+        if (o->logits) {
+            printf("%.9g\t", r->logits[c]);
+        }
+        printf("%d\t%s\n", c, label ? label : "-");
+    }
+    return 0;
+}
+
+/* Runs the workers and prints each result in input order as it is
+ * ready; returns the number of images that failed. */
+static int run_all(struct job *job, int n_threads) {
+    const struct resnet_arch *arch = resnet_model_arch(job->model);
+    int n = resnet_arch_n_classes(arch);
+    pthread_t *tids = calloc((size_t)n_threads, sizeof *tids);
+    int n_started = 0, n_failed = 0;
+
+    for (; tids && n_started < n_threads; n_started++) {
+        if (pthread_create(&tids[n_started], NULL, worker, job)) {
+            break;
+        }
+    }
+    if (n_started == 0) {
+        // No threads to be had: do the work here.
+        worker(job);
+    }
+
+    for (int i = 0; i < job->n_paths; i++) {
+        struct result *r = &job->results[i];
+
+        pthread_mutex_lock(&job->lock);
+        while (!r->done) {
+            pthread_cond_wait(&job->ready, &job->lock);
+        }
+        pthread_mutex_unlock(&job->lock);
+        if (r->rc) {
+            fflush(stdout);
+            error("%s", r->msg);
+            n_failed++;
+        } else if (print_result(job->opts, job->paths[i], r, n,
+                                resnet_arch_labels(arch))) {
+            n_failed++;
+        }
+        free(r->index);
+        free(r->prob);
+        free(r->logits);
+    }
+    for (int t = 0; t < n_started; t++) {
+        pthread_join(tids[t], NULL);
+    }
+    free(tids);
+    return n_failed;
+}
+
+static double seconds(void) {
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int cmd_classify(int argc, char **argv) {
+    struct classify_opts o = {.model = getenv("RESNET_MODEL"), .top = 5,
+                              .format = FORMAT_TEXT, .threads = 0};
+    struct job job = {.lock = PTHREAD_MUTEX_INITIALIZER,
+                      .ready = PTHREAD_COND_INITIALIZER};
+    struct resnet_error err = {0};
+    struct resnet_arch *arch = NULL;
+    struct resnet_model *model = NULL;
+    char *weights = NULL;
+    char **paths = NULL;
+    int n_paths = 0, n_threads, n_failed, rc;
+    double t0 = seconds();
+
+    // Parse; the images are the arguments, then the list file's lines.
+    rc = parse_args(argc, argv, &o);
+    if (rc) {
+        return rc < 0 ? EXIT_OK : rc;
+    }
+    rc = EXIT_FAIL;
+    paths = malloc((size_t)(argc - optind + 1) * sizeof *paths);
+    if (!paths) {
+        error("out of memory");
+        goto out;
+    }
+    for (int i = optind; i < argc; i++) {
+        if (!(paths[n_paths] = strdup(argv[i]))) {
+            error("out of memory");
+            goto out;
+        }
+        n_paths++;
+    }
+    if (o.files_from && read_list(o.files_from, &paths, &n_paths)) {
+        goto out;
+    }
+
+    // Load the model.
+    if (open_model_files(o.model, o.weights, true, &arch, &weights)) {
+        goto out;
+    }
+    rc = resnet_model_load(&model, arch, weights, &err);
+    arch = NULL;
+    if (rc) {
+        error_lib(rc, &err);
+        rc = EXIT_FAIL;
+        goto out;
+    }
+    if (verbosity >= 2) {
+        fprintf(stderr, "resnet: model '%s' with weights '%s' loaded in "
+                "%.3f s\n", resnet_arch_name(resnet_model_arch(model)),
+                weights, seconds() - t0);
+    }
+
+    // One image per worker at a time; a single image gets all threads.
+    n_threads = o.threads ? o.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    n_threads = n_threads < 1 ? 1 : n_threads;
+    resnet_set_threads(n_paths < n_threads ? n_threads : 1);
+    n_threads = n_paths < n_threads ? (n_paths > 0 ? n_paths : 1) : n_threads;
+
+    job.model = model;
+    job.opts = &o;
+    job.paths = paths;
+    job.n_paths = n_paths;
+    job.results = calloc((size_t)n_paths + 1, sizeof *job.results);
+    if (!job.results) {
+        error("out of memory");
+        goto out;
+    }
+    t0 = seconds();
+    n_failed = run_all(&job, n_threads);
+    if (verbosity >= 2) {
+        double t = seconds() - t0;
+
+        fprintf(stderr, "resnet: %d images in %.3f s (%.2f ms an image, "
+                "%d threads)\n", n_paths, t,
+                n_paths ? 1e3 * t / n_paths : 0.0, n_threads);
+    }
+    rc = n_failed || fflush(stdout) ? EXIT_FAIL : EXIT_OK;
+
+out:
+    free(job.results);
+    resnet_model_free(model);
+    resnet_arch_free(arch);
+    free(weights);
+    for (int i = 0; i < n_paths; i++) {
+        free(paths[i]);
+    }
+    free(paths);
+    return rc;
+}

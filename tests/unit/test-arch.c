@@ -1,0 +1,220 @@
+/*
+ * Model descriptions: the shipped ones unroll to the published parameter
+ * and MAC counts, and bad descriptions fail with the JSON path named.
+ */
+#include <config.h>
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "resnet.h"
+
+static struct resnet_arch *load_model(const char *name) {
+    const char *top = getenv("top_srcdir");
+    char path[1024];
+    struct resnet_error err = {0};
+    struct resnet_arch *arch = NULL;
+    int rc;
+
+    snprintf(path, sizeof path, "%s/models/%s.json", top ? top : ".", name);
+    rc = resnet_arch_load(&arch, path, &err);
+    if (rc) {
+        fail_msg("loading %s: %s", path, err.msg);
+    }
+    return arch;
+}
+
+static void totals(const struct resnet_arch *arch, size_t *params,
+                   uint64_t *macs) {
+    struct resnet_layer_info l;
+
+    *params = 0;
+    *macs = 0;
+    for (int i = 0; i < resnet_arch_n_layers(arch); i++) {
+        resnet_arch_layer(arch, i, &l);
+        *params += l.n_params;
+        *macs += l.n_macs;
+    }
+}
+
+/* Published figures: torchvision's documentation for the ImageNet models
+ * (parameters exact, GFLOPS as multiply-accumulates to two decimals). */
+static void check_counts(const char *name, size_t want_params,
+                         double want_gmacs) {
+    struct resnet_arch *arch = load_model(name);
+    size_t params;
+    uint64_t macs;
+
+    totals(arch, &params, &macs);
+    if (params != want_params) {
+        fail_msg("%s: %zu parameters, expected %zu", name, params,
+                 want_params);
+    }
+    if (want_gmacs > 0 && (macs / 1e9 < want_gmacs - 0.005 ||
+                           macs / 1e9 >= want_gmacs + 0.005)) {
+        fail_msg("%s: %.4f G MACs, expected %.2f", name, macs / 1e9,
+                 want_gmacs);
+    }
+    resnet_arch_free(arch);
+}
+
+static void imagenet_models_match_published_counts(void **state) {
+    (void)state;
+    check_counts("resnet18", 11689512, 1.81);
+    check_counts("resnet34", 21797672, 3.66);
+    check_counts("resnet50", 25557032, 4.09);
+    check_counts("resnet101", 44549160, 7.80);
+    check_counts("resnet152", 60192808, 11.51);
+    check_counts("resnext50_32x4d", 25028904, 4.23);
+    check_counts("resnext101_32x8d", 88791336, 16.41);
+    check_counts("wide_resnet50_2", 68883240, 11.40);
+    check_counts("wide_resnet101_2", 126886696, 22.75);
+}
+
+static void cifar_resnet20_is_027m_params_41m_macs(void **state) {
+    struct resnet_arch *arch = load_model("cifar10-resnet20");
+    size_t params;
+    uint64_t macs;
+
+    (void)state;
+    totals(arch, &params, &macs);
+    // 0.27 M in the paper; the exact figure is PyTorch's count.
+    assert_int_equal(params, 269722);
+    assert_true(macs > 40500000 && macs < 41500000);
+    assert_int_equal(resnet_arch_n_classes(arch), 10);
+    assert_string_equal(resnet_arch_labels(arch)[3], "cat");
+    resnet_arch_free(arch);
+}
+
+static void resnet50_ends_in_2048_by_7x7(void **state) {
+    struct resnet_arch *arch = load_model("resnet50");
+    struct resnet_layer_info l;
+    int n = resnet_arch_n_layers(arch);
+
+    (void)state;
+    resnet_arch_layer(arch, n - 2, &l);
+    assert_int_equal(l.kind, RESNET_LAYER_AVGPOOL);
+    assert_int_equal(l.c_in, 2048);
+    assert_int_equal(l.h_in, 7);
+    assert_int_equal(l.w_in, 7);
+    resnet_arch_layer(arch, n - 1, &l);
+    assert_int_equal(l.kind, RESNET_LAYER_LINEAR);
+    assert_string_equal(l.name, "fc");
+    assert_string_equal(resnet_arch_labels(arch)[207], "golden retriever");
+    resnet_arch_free(arch);
+}
+
+static void stride_on_1x1_moves_the_stride(void **state) {
+    struct resnet_arch *arch = load_model("resnet50");
+    struct resnet_layer_info l;
+
+    (void)state;
+    // layer2.0.conv2 is the strided 3x3 in torchvision's placement.
+    for (int i = 0; i < resnet_arch_n_layers(arch); i++) {
+        resnet_arch_layer(arch, i, &l);
+        if (strcmp(l.name, "layer2.0.conv2") == 0) {
+            assert_int_equal(l.stride, 2);
+            assert_int_equal(l.h_out, 28);
+        }
+        if (strcmp(l.name, "layer2.0.conv1") == 0) {
+            assert_int_equal(l.stride, 1);
+        }
+    }
+    resnet_arch_free(arch);
+}
+
+/* Writes text to a temporary description file and loads it. */
+static int load_text(const char *text, struct resnet_error *err) {
+    char path[] = "/tmp/resnet-desc-XXXXXX";
+    int fd = mkstemp(path);
+    struct resnet_arch *arch = NULL;
+    int rc;
+
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    rc = resnet_arch_load(&arch, path, err);
+    unlink(path);
+    resnet_arch_free(arch);
+    return rc;
+}
+
+#define VALID_HEAD                                                         \
+    "{\"name\": \"t\", \"input\": {\"height\": 32, \"width\": 32},"       \
+    "\"preprocess\": {\"crop\": 32, \"mean\": [0, 0, 0],"                 \
+    "\"std\": [1, 1, 1]},"                                               \
+    "\"stem\": {\"conv\": {\"channels\": 8, \"kernel\": 3}},"
+
+static void expect_error(const char *text, const char *want) {
+    struct resnet_error err = {0};
+    int rc = load_text(text, &err);
+
+    if (rc == RESNET_OK || !strstr(err.msg, want)) {
+        fail_msg("expected an error with '%s', got %d '%s'", want, rc,
+                 err.msg);
+    }
+}
+
+static void bad_descriptions_name_the_json_path(void **state) {
+    (void)state;
+    expect_error("{", "not valid JSON");
+    expect_error("[]", "expected an object");
+    expect_error(VALID_HEAD "\"block\": {\"type\": \"basic\"},"
+                 "\"stages\": [{\"blocks\": 1, \"planes\": 8},"
+                 "{\"blocks\": 1, \"planes\": 8}, {\"blocks\": 0, "
+                 "\"planes\": 8}], \"head\": {\"fc\": {\"classes\": 2}}}",
+                 "stages[2].blocks: expected a positive integer");
+    expect_error(VALID_HEAD "\"block\": {\"type\": \"triple\"},"
+                 "\"stages\": [{\"blocks\": 1, \"planes\": 8}],"
+                 "\"head\": {\"fc\": {\"classes\": 2}}}",
+                 "block.type: expected \"basic\" or \"bottleneck\"");
+    expect_error(VALID_HEAD "\"block\": {\"type\": \"basic\"},"
+                 "\"stages\": [{\"blocks\": 1, \"planes\": 8}],"
+                 "\"head\": {\"fc\": {}}}",
+                 "head.fc.classes: missing");
+    expect_error(VALID_HEAD "\"block\": {\"type\": \"basic\"},"
+                 "\"stages\": [{\"blocks\": 1.5, \"planes\": 8}],"
+                 "\"head\": {\"fc\": {\"classes\": 2}}}",
+                 "stages[0].blocks: expected a positive integer");
+    expect_error("{\"name\": \"t\", \"input\": {\"height\": 32, \"width\": "
+                 "32}, \"preprocess\": {\"crop\": 32, \"mean\": [0, 0],"
+                 "\"std\": [1, 1, 1]}}",
+                 "preprocess.mean: expected an array of 3 numbers");
+    expect_error("{\"name\": \"t\", \"input\": {\"height\": 32, \"width\": "
+                 "32}, \"preprocess\": {\"crop\": 32, \"mean\": [0, 0, 0],"
+                 "\"std\": [1, 0, 1]}}",
+                 "preprocess.std[1]: expected a positive number");
+}
+
+static void a_too_small_input_is_refused(void **state) {
+    struct resnet_arch *arch = load_model("resnet18");
+    struct resnet_error err = {0};
+
+    (void)state;
+    assert_int_equal(resnet_arch_set_input(arch, 8, 8, &err), RESNET_EINVAL);
+    assert_non_null(strstr(err.msg, "too small"));
+    // The architecture is still whole at its own size.
+    assert_int_equal(resnet_arch_set_input(arch, 224, 224, &err), RESNET_OK);
+    resnet_arch_free(arch);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(imagenet_models_match_published_counts),
+        cmocka_unit_test(cifar_resnet20_is_027m_params_41m_macs),
+        cmocka_unit_test(resnet50_ends_in_2048_by_7x7),
+        cmocka_unit_test(stride_on_1x1_moves_the_stride),
+        cmocka_unit_test(bad_descriptions_name_the_json_path),
+        cmocka_unit_test(a_too_small_input_is_refused),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

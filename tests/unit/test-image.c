@@ -1,0 +1,185 @@
+/*
+ * Unit tests for the image steps that need no files: centre-crop rounding
+ * and padding, Normalize's float32 arithmetic, the pixel budget and the
+ * refusal of buffers that are no image.
+ */
+#include <config.h>
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "resnet.h"
+
+/* A w x h image whose red channel is the row, green the column, blue 7. */
+static struct resnet_image *make_image(int w, int h) {
+    struct resnet_image *img = malloc(sizeof *img);
+
+    assert_non_null(img);
+    img->w = w;
+    img->h = h;
+    img->c = 3;
+    img->data = malloc((size_t)w * h * 3);
+    assert_non_null(img->data);
+    for (int y = 0; y < h; y++) {
+        for (int x = 0; x < w; x++) {
+            uint8_t *p = img->data + ((size_t)y * w + x) * 3;
+
+            p[0] = (uint8_t)y;
+            p[1] = (uint8_t)x;
+            p[2] = 7;
+        }
+    }
+    return img;
+}
+
+/* 259 - 224 = 35 rows to drop: round(17.5) is 18 in Python, not 17. */
+static void crop_rounds_half_to_even(void **state) {
+    struct resnet_image *in = make_image(256, 259), *out = NULL;
+    struct resnet_error err = {0};
+
+    (void)state;
+    assert_int_equal(resnet_image_crop(&out, in, 224, 224, &err), RESNET_OK);
+    assert_int_equal(out->w, 224);
+    assert_int_equal(out->h, 224);
+    assert_int_equal(out->data[0], 18);   // top row
+    assert_int_equal(out->data[1], 16);   // left column: (256 - 224) / 2
+    resnet_image_free(out);
+
+    // 225 - 224 = 1: round(0.5) is 0; 227 - 224 = 3: round(1.5) is 2.
+    resnet_image_free(in);
+    in = make_image(227, 225);
+    assert_int_equal(resnet_image_crop(&out, in, 224, 224, &err), RESNET_OK);
+    assert_int_equal(out->data[0], 0);
+    assert_int_equal(out->data[1], 2);
+    resnet_image_free(out);
+    resnet_image_free(in);
+}
+
+/*
+ * A 3 x 2 image cropped to 6 x 5: torchvision pads (6 - 3) / 2 = 1 column
+ * before and 2 after, (5 - 2) / 2 = 1 row above and 2 below, with zeros.
+ */
+static void crop_larger_than_image_pads_zeros(void **state) {
+    struct resnet_image *in = make_image(3, 2), *out = NULL;
+    struct resnet_error err = {0};
+    int n_bad = 0;
+
+    (void)state;
+    assert_int_equal(resnet_image_crop(&out, in, 6, 5, &err), RESNET_OK);
+    for (int y = 0; y < 5; y++) {
+        for (int x = 0; x < 6; x++) {
+            const uint8_t *p = out->data + ((size_t)y * 6 + x) * 3;
+            bool inside = x >= 1 && x < 4 && y >= 1 && y < 3;
+            uint8_t want[3] = {0, 0, 0};
+
+            if (inside) {
+                want[0] = (uint8_t)(y - 1);
+                want[1] = (uint8_t)(x - 1);
+                want[2] = 7;
+            }
+            if (memcmp(p, want, 3) != 0) {
+                print_error("pixel (%d, %d): expected %d %d %d, got %d %d %d\n",
+                            x, y, want[0], want[1], want[2], p[0], p[1], p[2]);
+                n_bad++;
+            }
+        }
+    }
+    assert_int_equal(n_bad, 0);
+    resnet_image_free(out);
+    resnet_image_free(in);
+}
+
+/* Every byte value against ToTensor + Normalize written out in float32. */
+static void normalize_matches_float32_steps(void **state) {
+    const float mean[3] = {0.485f, 0.456f, 0.406f};
+    const float std[3] = {0.229f, 0.224f, 0.225f};
+    struct resnet_image img = {.w = 256, .h = 1, .c = 3};
+    uint8_t data[256 * 3];
+    float out[256 * 3];
+    int n_bad = 0;
+
+    (void)state;
+    for (int i = 0; i < 256 * 3; i++) {
+        data[i] = (uint8_t)((i * 7 + i / 3) & 255);
+    }
+    img.data = data;
+    resnet_image_normalize(&img, mean, std, out);
+    for (int c = 0; c < 3; c++) {
+        for (int x = 0; x < 256; x++) {
+            volatile float v = (float)data[x * 3 + c] / 255.0f;
+            volatile float d = v - mean[c];
+            float want = d / std[c];
+            float got = out[c * 256 + x];
+
+            // Exact: the same float32 operations in the same order.
+            if (memcmp(&want, &got, sizeof want) != 0) {
+                print_error("index %d: expected %.9g, got %.9g, diff %g\n",
+                            c * 256 + x, want, got, want - got);
+                n_bad++;
+            }
+        }
+    }
+    assert_int_equal(n_bad, 0);
+}
+
+/* A JPEG header claiming 65500 x 65500 pixels, refused before decoding. */
+static void decode_refuses_over_budget(void **state) {
+    static const uint8_t jpeg[] = {
+        0xff, 0xd8,                                     // SOI
+        0xff, 0xc0, 0x00, 0x0b, 0x08, 0xff, 0xdc, 0xff, // SOF0, 8 bits, h
+        0xdc, 0x01, 0x01, 0x11, 0x00,                   // w, 1 component
+        0xff, 0xda, 0x00, 0x08, 0x01, 0x01, 0x00, 0x00, // SOS
+        0x3f, 0x00,                                     //
+        0xff, 0xd9,                                     // EOI
+    };
+    struct resnet_image *img = (struct resnet_image *)&img;
+    struct resnet_error err = {0};
+    int rc;
+
+    (void)state;
+    rc = resnet_image_decode(&img, jpeg, sizeof jpeg, "big.jpg", 0, &err);
+    assert_int_equal(rc, RESNET_EUNSUPPORTED);
+    assert_null(img);
+    assert_string_equal(err.msg, "image 'big.jpg' is too large "
+                                 "(65500x65500 pixels, limit 100000000)");
+
+    // A smaller budget refuses a small image too.
+    rc = resnet_image_decode(&img, jpeg, sizeof jpeg, "big.jpg", 1000, &err);
+    assert_int_equal(rc, RESNET_EUNSUPPORTED);
+}
+
+static void decode_refuses_text(void **state) {
+    static const char text[] = "hello, this is not an image\n";
+    struct resnet_image *img = NULL;
+    struct resnet_error err = {0};
+    int rc;
+
+    (void)state;
+    rc = resnet_image_decode(&img, text, sizeof text - 1, "x.txt", 0, &err);
+    assert_int_equal(rc, RESNET_EFORMAT);
+    assert_null(img);
+    assert_string_equal(err.msg, "'x.txt' is not a JPEG or PNG image");
+
+    rc = resnet_image_decode(&img, text, 0, "empty.jpg", 0, &err);
+    assert_int_equal(rc, RESNET_EFORMAT);
+    assert_string_equal(err.msg, "'empty.jpg' is not a JPEG or PNG image");
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(crop_rounds_half_to_even),
+        cmocka_unit_test(crop_larger_than_image_pads_zeros),
+        cmocka_unit_test(normalize_matches_float32_steps),
+        cmocka_unit_test(decode_refuses_over_budget),
+        cmocka_unit_test(decode_refuses_text),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
