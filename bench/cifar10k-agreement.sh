@@ -1,7 +1,7 @@
 #!/bin/sh
 # How often `resnet classify` agrees with PyTorch on the 10,000 CIFAR-10
 # test JPEGs with cifar10-resnet20 (akamaster's weights), with both top-1
-# accuracies and wall times. A measurement, not a test; run it from the
+# accuracies, the largest logit difference and wall times. A measurement, not a test; run it from the
 # build tree:  sh <srcdir>/bench/cifar10k-agreement.sh
 # Environment: RESNET (default ./resnet), RESNET_SHARED_DATA, PYTHON_TORCH,
 # JOBS (classify's -j, default: its own).
@@ -44,7 +44,7 @@ IFS=$old_ifs
 
 # Ours: every image in one call.
 t0=$(now)
-"$RESNET" classify --format json -k 1 ${JOBS:+-j "$JOBS"} \
+"$RESNET" classify --format json --logits -k 1 ${JOBS:+-j "$JOBS"} \
     -m "$top_srcdir/models/cifar10-resnet20.json" -w "$weights" "$@" \
     >"$tmp/ours.jsonl"
 rc=$?
@@ -67,6 +67,7 @@ if len(ours) != len(theirs):
     sys.exit("cifar10k-agreement: %d results from classify, %d expected"
              % (len(ours), len(theirs)))
 agree = ok_ours = ok_torch = 0
+worst = (0.0, "")
 for a, b in zip(ours, theirs):
     assert a["file"] == b["file"], (a["file"], b["file"])
     truth = classes.index(b["file"].split("/")[0])
@@ -75,9 +76,13 @@ for a, b in zip(ours, theirs):
     agree += top_a == top_b
     ok_ours += top_a == truth
     ok_torch += top_b == truth
+    scale = max(abs(v) for v in b["logits"])
+    diff = max(abs(x - y) for x, y in zip(a["logits"], b["logits"]))
+    worst = max(worst, (diff / scale, b["file"]))
 m = len(ours)
 print("images               %d" % m)
 print("top-1 agreement      %.2f %% (%d/%d)" % (100.0 * agree / m, agree, m))
+print("largest logit diff   %.3g x max|logit| (%s)" % worst)
 print("accuracy, resnet     %.2f %%" % (100.0 * ok_ours / m))
 print("accuracy, PyTorch    %.2f %%" % (100.0 * ok_torch / m))
 print("wall time, resnet    %.2f s" % (float(t1) - float(t0)))
