@@ -9,7 +9,9 @@ descriptions, so a misreading of the format cannot hide on both sides.
     make-fixtures.py families <out-dir>
         One small random-weight model per family: <family>.safetensors,
         <family>.json (description), <family>.png, <family>.jpg and
-        <family>.expected.json (torchvision's logits for both images).
+        <family>.expected.json (torchvision's logits for both images);
+        also seed-resnet-224.expected.json, the seed-resnet weights with
+        the shipped description's 256/224 preprocessing.
     make-fixtures.py full <out-dir> <image>...
         torchvision's resnet18, resnet50, resnext50_32x4d and
         wide_resnet50_2 with random weights: <name>.safetensors and
@@ -224,6 +226,7 @@ def description(name, text, crop, resize, stem, block, stage_list, fc_name,
                                        "classes": fc_in_classes}},
         "bn_eps": 1e-5,
         "labels": "ten-classes.txt",
+        "weights": name + ".safetensors",
     }
 
 
@@ -380,6 +383,13 @@ def cmd_families(out):
         save_safetensors(base + ".safetensors",
                          state_dict_for_file(model, name != "cifar-a"))
         write_expected(base + ".expected.json", name, files, logits)
+        if name == "seed-resnet":
+            # The same weights through the shipped models/seed-resnet.json,
+            # which takes 224 x 224 crops of a 256 resize.
+            tf = pipeline(256, 224, IMAGENET_MEAN, IMAGENET_STD)
+            logits = logits_for(model, tf,
+                                [os.path.join(out, f) for f in files])
+            write_expected(base + "-224.expected.json", name, files, logits)
 
     # The stride_on test cannot pass by ignoring stride_on: the two nets
     # share their weights, so their logits must differ well beyond the

@@ -40,4 +40,26 @@ for fam in $families; do
         fail "family $fam does not match PyTorch"
 done
 
+# The shipped seed-resnet description (224 x 224 crops) with the same
+# weights.
+"$RESNET" classify --format json --logits -k 5 \
+    -m "$top_srcdir/models/seed-resnet.json" -w "$fix/seed-resnet.safetensors" \
+    "$fix/seed-resnet.png" "$fix/seed-resnet.jpg" >"$tmp/seed-224.out" ||
+    fail "classify with models/seed-resnet.json failed"
+"$PYTHON_TORCH" "$compare" --name models/seed-resnet.json --top 5 \
+    "$fix/seed-resnet-224.expected.json" "$tmp/seed-224.out" ||
+    fail "models/seed-resnet.json does not match PyTorch"
+
+# A model found by name along RESNET_MODEL_PATH, with the weights its
+# description names, gives the same bytes as the paths given in full.
+cd "$fix" || fail "cannot enter '$fix'"
+"$RESNET" classify --format json --logits -k 5 -m "$fix/seed-resnet.json" \
+    -w "$fix/seed-resnet.safetensors" seed-resnet.png seed-resnet.jpg \
+    >"$tmp/by-path.out" || fail "classify -m $fix/seed-resnet.json failed"
+RESNET_MODEL_PATH="$tmp/none:$fix" "$RESNET" classify --format json \
+    --logits -k 5 -m seed-resnet seed-resnet.png seed-resnet.jpg \
+    >"$tmp/by-name.out" 2>"$tmp/by-name.err" ||
+    fail "classify -m seed-resnet: $(head -c 400 "$tmp/by-name.err")"
+expect_same "$tmp/by-path.out" "$tmp/by-name.out"
+
 finish
