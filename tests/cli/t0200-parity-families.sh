@@ -38,6 +38,14 @@ for fam in $families; do
     "$PYTHON_TORCH" "$compare" --name "$fam" --top 5 \
         --labels "$fix/ten-classes.txt" "$fix/$fam.expected.json" "$out" ||
         fail "family $fam does not match PyTorch"
+
+    # One image alone takes the other path: all threads on its GEMMs.
+    "$RESNET" classify --format json --logits -k 5 -j 2 -m "$fix/$fam.json" \
+        -w "$fix/$fam.safetensors" "$fix/$fam.jpg" >"$out" ||
+        fail "classify on family $fam with one image failed"
+    "$PYTHON_TORCH" "$compare" --name "$fam (one image)" --top 5 --subset \
+        --labels "$fix/ten-classes.txt" "$fix/$fam.expected.json" "$out" ||
+        fail "family $fam with one image does not match PyTorch"
 done
 
 # The shipped seed-resnet description (224 x 224 crops) with the same
