@@ -14,10 +14,14 @@ script="$top_srcdir/tests/make-fixtures.py"
 compare="$top_srcdir/tests/compare-logits.py"
 photos="$RESNET_SHARED_DATA/images/photos"
 models="resnet18 resnet50 resnext50_32x4d wide_resnet50_2"
-set -- "$photos/skimage-chelsea.png" "$photos/darknet-dog.jpg" \
-    "$photos/darknet-giraffe.jpg"
+samples="$RESNET_SHARED_DATA/images/imagenet/samples"
+# Every photo, JPEG and PNG (11 at the time of writing, up to 1352x900),
+# and two ImageNet samples: 106x150 (the resize enlarges it) and a
+# greyscale JPEG.
+set -- "$photos"/*.jpg "$photos"/*.png "$samples"/680_*.JPEG \
+    "$samples"/710_*.JPEG
 for f in "$@"; do
-    [ -f "$f" ] || skip "photo '$f' not found"
+    [ -f "$f" ] || skip "image '$f' not found"
 done
 
 # The models (about 550 MB) are cached in the build tree; the stamp
