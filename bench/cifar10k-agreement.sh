@@ -1,8 +1,9 @@
 #!/bin/sh
 # How often `resnet classify` agrees with PyTorch on the 10,000 CIFAR-10
 # test JPEGs with cifar10-resnet20 (akamaster's weights), with both top-1
-# accuracies, the largest logit difference and wall times. A measurement, not a test; run it from the
-# build tree:  sh <srcdir>/bench/cifar10k-agreement.sh
+# accuracies, the largest logit difference and wall times. A measurement,
+# not a test; run it from the build tree:
+#     sh <srcdir>/bench/cifar10k-agreement.sh
 # Environment: RESNET (default ./resnet), RESNET_SHARED_DATA, PYTHON_TORCH,
 # JOBS (classify's -j, default: its own).
 
@@ -22,7 +23,8 @@ top_srcdir=$(cd "$(dirname "$0")/.." && pwd)
 : "${RESNET_SHARED_DATA:=$top_srcdir/../shared/data}"
 RESNET=$(abs "$RESNET")
 data=$(abs "$RESNET_SHARED_DATA/images/cifar10/jpg-test10k")
-weights=$(abs "$RESNET_SHARED_DATA/weights/cifar10/akamaster-resnet20.safetensors")
+weights=$(abs \
+    "$RESNET_SHARED_DATA/weights/cifar10/akamaster-resnet20.safetensors")
 classes="$RESNET_SHARED_DATA/labels/cifar10_classes.txt"
 for f in "$RESNET" "$weights" "$classes"; do
     [ -f "$f" ] || { echo "cifar10k-agreement: '$f' not found" >&2; exit 1; }
@@ -36,10 +38,14 @@ trap 'rm -rf "$tmp"' EXIT
 cd "$data" || exit 1
 find . -name '*.jpg' | sed 's|^\./||' | sort >"$tmp/list"
 n=$(wc -l <"$tmp/list")
+# One path a line: split on newlines only, expand no wildcards.
 old_ifs=$IFS
 IFS='
 '
+set -f
+# shellcheck disable=SC2046
 set -- $(cat "$tmp/list")
+set +f
 IFS=$old_ifs
 
 # Ours: every image in one call.

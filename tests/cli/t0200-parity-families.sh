@@ -13,7 +13,7 @@ compare="$top_srcdir/tests/compare-logits.py"
 families="basic bottleneck bottleneck-1x1 resnext wide cifar-a seed-resnet"
 
 # The fixtures are cached in the build tree until the script changes.
-if ! [ -f "$fix/stamp" ] || [ "$script" -nt "$fix/stamp" ]; then
+if ! [ -f "$fix/stamp" ] || [ -n "$(find "$script" -newer "$fix/stamp")" ]; then
     rm -rf "$fix"
     if ! "$PYTHON_TORCH" "$script" families "$fix"; then
         fail "make-fixtures.py families failed"

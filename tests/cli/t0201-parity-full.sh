@@ -26,7 +26,7 @@ done
 
 # The models (about 550 MB) are cached in the build tree; the stamp
 # records the images so that another data folder regenerates them.
-if ! [ -f "$fix/stamp" ] || [ "$script" -nt "$fix/stamp" ] ||
+if ! [ -f "$fix/stamp" ] || [ -n "$(find "$script" -newer "$fix/stamp")" ] ||
     [ "$(cat "$fix/stamp")" != "$*" ]; then
     rm -rf "$fix"
     if ! "$PYTHON_TORCH" "$script" full "$fix" "$@"; then

@@ -23,7 +23,7 @@ sed 1d "$png/labels.csv" | cut -d, -f1 | sed "s|^|$png/|" >"$tmp/list"
 [ "$(wc -l <"$tmp/list")" -eq 200 ] || fail "expected 200 images in labels.csv"
 
 # PyTorch's logits, cached until the script or the data folder changes.
-if ! [ -f "$fix/stamp" ] || [ "$script" -nt "$fix/stamp" ] ||
+if ! [ -f "$fix/stamp" ] || [ -n "$(find "$script" -newer "$fix/stamp")" ] ||
     [ "$(cat "$fix/stamp")" != "$weights" ]; then
     rm -rf "$fix"
     mkdir -p "$fix"
@@ -36,10 +36,14 @@ if ! [ -f "$fix/stamp" ] || [ "$script" -nt "$fix/stamp" ] ||
 fi
 
 # All 200 images in one call.
+# One path a line: split on newlines only, expand no wildcards.
 old_ifs=$IFS
 IFS='
 '
+set -f
+# shellcheck disable=SC2046
 set -- $(cat "$tmp/list")
+set +f
 IFS=$old_ifs
 "$RESNET" classify --format json --logits -k 3 \
     -m "$top_srcdir/models/cifar10-resnet20.json" -w "$weights" "$@" \
