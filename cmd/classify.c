@@ -339,10 +339,11 @@ static cJSON *json_number(float x) {
 static int print_json(const char *path, const struct result *r, int k,
                       int n, const char *const *labels) {
     cJSON *obj = cJSON_CreateObject();
-    cJSON *top = cJSON_AddArrayToObject(obj, "top");
+    cJSON *top;
     char *text;
 
     cJSON_AddStringToObject(obj, "file", path);
+    top = cJSON_AddArrayToObject(obj, "top");
     for (int j = 0; j < k; j++) {
         cJSON *c = cJSON_CreateObject();
 
@@ -422,6 +423,10 @@ static int run_all(struct job *job, int n_threads) {
     if (n_started == 0) {
         // No threads to be had: do the work here.
         worker(job);
+    }
+    if (job->opts->format == FORMAT_CSV) {
+        printf("file,rank,index,label,prob%s\n",
+               job->opts->logits ? ",logit" : "");
     }
 
     for (int i = 0; i < job->n_paths; i++) {

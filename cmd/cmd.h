@@ -32,6 +32,9 @@ void error_lib(int code, const struct resnet_error *err);
 int usage_error(const char *usage, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* Shows the library's log lines up to the current verbosity on stderr. */
+void log_to_stderr(void);
+
 /*
  * Handles -v/--verbose and -q/--quiet inside a subcommand's option loop;
  * true when opt was one of them.

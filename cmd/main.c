@@ -90,6 +90,7 @@ int main(int argc, char **argv) {
         return EXIT_USAGE;
     }
 
+    log_to_stderr();
     if (strcmp(argv[i], "help") == 0) {
         return run_help(argc - i, argv + i);
     }

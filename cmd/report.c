@@ -57,16 +57,27 @@ int usage_error(const char *usage, const char *fmt, ...) {
     return EXIT_USAGE;
 }
 
+/* The library's log lines, in the tool's message format. */
+static void log_line(void *ctx, int level, const char *msg) {
+    (void)ctx;
+    fprintf(stderr, "resnet: %s%s\n",
+            level == RESNET_LOG_WARN ? "warning: " : "", msg);
+}
+
+void log_to_stderr(void) {
+    resnet_set_log(log_line, NULL, verbosity);
+}
+
 bool verbosity_option(int opt) {
     if (opt == 'v') {
         verbosity++;
-        return true;
-    }
-    if (opt == 'q') {
+    } else if (opt == 'q') {
         verbosity = 0;
-        return true;
+    } else {
+        return false;
     }
-    return false;
+    log_to_stderr();
+    return true;
 }
 
 int open_model_files(const char *model, const char *weights_opt,

@@ -205,8 +205,8 @@ int resnet_image_load(struct resnet_image **out, const char *path,
     e = read_all(fd, &buf, &len);
     close(fd);
     if (e == ENOMEM) {
-        return rn_error(err, RESNET_ENOMEM, 0, "cannot read '%s': out of memory",
-                        path);
+        return rn_error(err, RESNET_ENOMEM, 0,
+                        "cannot read '%s': out of memory", path);
     }
     if (e) {
         return rn_error(err, RESNET_EIO, e, "cannot read '%s'", path);
@@ -225,7 +225,8 @@ int resnet_image_decode(struct resnet_image **out, const void *buf,
     if (max_pixels == 0) {
         max_pixels = RESNET_MAX_PIXELS;
     }
-    if (len >= sizeof png_magic && memcmp(p, png_magic, sizeof png_magic) == 0) {
+    if (len >= sizeof png_magic &&
+        memcmp(p, png_magic, sizeof png_magic) == 0) {
         return rn_png_decode(out, p, len, name, max_pixels, err);
     }
     if (len >= 3 && p[0] == 0xff && p[1] == 0xd8 && p[2] == 0xff) {

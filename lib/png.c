@@ -110,6 +110,8 @@ static int decode(struct png_ctx *ctx, const char *name, size_t max_pixels,
     png_set_read_fn(ctx->png, ctx, on_read);
     // Sizes are checked against the pixel budget below, not libpng's limit.
     png_set_user_limits(ctx->png, PNG_UINT_31_MAX, PNG_UINT_31_MAX);
+    // PIL refuses a bad CRC on any chunk before the image data, as we do.
+    png_set_crc_action(ctx->png, PNG_CRC_DEFAULT, PNG_CRC_ERROR_QUIT);
     png_read_info(ctx->png, ctx->info);
     png_get_IHDR(ctx->png, ctx->info, &w, &h, &depth, &color, &interlace,
                  NULL, NULL);

@@ -81,9 +81,11 @@ struct resnet_image {
 /*
  * Decodes the JPEG or PNG at path, chosen by its first bytes, into RGB as
  * PIL's Image.convert('RGB') does: grey is replicated, palettes expanded,
- * alpha dropped, 16-bit samples reduced to their high byte, CMYK turned
+ * alpha dropped, 16-bit samples reduced to their high byte (but 16-bit
+ * grey clipped to 255, as PIL reads it as 32-bit integers), CMYK turned
  * into RGB. Refuses images over max_pixels (0 means RESNET_MAX_PIXELS)
- * from the header, before allocating. A truncated file is an error.
+ * from the header, before allocating. A truncated file is an error, and
+ * so is JPEG data libjpeg reports as corrupt.
  * On success *out is a new image the caller frees with resnet_image_free().
  * Returns RESNET_EIO, RESNET_EFORMAT, RESNET_EUNSUPPORTED or RESNET_ENOMEM.
  */
@@ -121,8 +123,8 @@ void resnet_image_free(struct resnet_image *img);
 
 /*
  * What torchvision's transforms do before the network: resize the shorter
- * side to resize (0: no resize), centre-crop crop_w x crop_h, scale to
- * [0, 1] and normalise each channel with mean and std.
+ * side to resize (0: no resize), centre-crop crop_w x crop_h (0: no
+ * crop), scale to [0, 1] and normalise each channel with mean and std.
  */
 struct resnet_preprocess {
     int resize;

@@ -398,69 +398,88 @@ static int alloc_tables(struct rn_safetensors *st, const cJSON *root,
     return RESNET_OK;
 }
 
+/* Parses the header text: one JSON object, then only whitespace. */
+static int parse_json(cJSON **root, const char *json, size_t len,
+                      const char *path, struct resnet_error *err) {
+    const char *end = NULL, *at;
+    size_t off;
+
+    *root = cJSON_ParseWithLengthOpts(json, len, &end, false);
+    if (*root) {
+        while (end < json + len && (*end == ' ' || *end == '\n'
+                                    || *end == '\t' || *end == '\r')) {
+            end++;
+        }
+        if (end == json + len && cJSON_IsObject(*root)) {
+            return RESNET_OK;
+        }
+    }
+
+    // Point at the first bad byte, counted from the start of the file.
+    at = *root ? end : cJSON_GetErrorPtr();
+    off = at && at >= json && at <= json + len ? (size_t)(at - json) : 0;
+    cJSON_Delete(*root);
+    *root = NULL;
+    return rn_error(err, RESNET_EFORMAT, 0,
+                    "bad safetensors header in '%s': "
+                    "not a JSON object (error at byte %zu of the file)",
+                    path, off + 8);
+}
+
+/* Fills t, already named, from its header entry. */
+static int parse_tensor(struct rn_tensor *t, const cJSON *entry,
+                        const unsigned char *data, size_t data_size,
+                        const char *path, struct resnet_error *err) {
+    int rc;
+
+    if (!cJSON_IsObject(entry)) {
+        return rn_error(err, RESNET_EFORMAT, 0,
+                        "bad tensor '%s' in '%s': not a JSON object",
+                        t->name, path);
+    }
+    rc = parse_dtype(t, entry, path, err);
+    if (!rc) {
+        rc = parse_shape(t, entry, path, err);
+    }
+    if (!rc) {
+        rc = parse_offsets(t, entry, data, data_size, path, err);
+    }
+    return rc;
+}
+
 /* Parses the JSON header and fills st's tables; data follows the header. */
 static int parse_header(struct rn_safetensors *st, const char *json,
                         size_t len, const unsigned char *data,
                         size_t data_size, const char *path,
                         struct resnet_error *err) {
-    cJSON *root;
+    cJSON *root = NULL;
     const cJSON *item;
-    const char *end = NULL;
     char *names;
     int i = 0, rc;
 
-    // The header is JSON followed only by space padding.
-    root = cJSON_ParseWithLengthOpts(json, len, &end, false);
-    if (root) {
-        while (end < json + len && (*end == ' ' || *end == '\n'
-                                    || *end == '\t' || *end == '\r')) {
-            end++;
-        }
-    }
-    if (!root || end != json + len || !cJSON_IsObject(root)) {
-        const char *at = root ? end : cJSON_GetErrorPtr();
-        size_t off = at && at >= json && at <= json + len
-                     ? (size_t)(at - json) : 0;
-        rc = rn_error(err, RESNET_EFORMAT, 0,
-                      "bad safetensors header in '%s': "
-                      "not a JSON object (error at byte %zu of the file)",
-                      path, off + 8);
+    rc = parse_json(&root, json, len, path, err);
+    if (rc) {
         goto out;
     }
-
     rc = alloc_tables(st, root, path, err);
     if (rc) {
         goto out;
     }
+
+    // Tensors in file order; their names go one after another in strings.
     names = st->strings;
     cJSON_ArrayForEach(item, root) {
-        struct rn_tensor *t;
         if (strcmp(item->string, "__metadata__") == 0) {
             rc = st->metadata_json
                  ? rn_error(err, RESNET_EFORMAT, 0,
                             "bad safetensors header in '%s': "
                             "'__metadata__' appears twice", path)
                  : parse_metadata(st, item, path, err);
-            if (rc) {
-                goto out;
-            }
-            continue;
-        }
-        t = &st->tensors[i++];
-        t->name = strcpy(names, item->string);
-        names += strlen(names) + 1;
-        if (!cJSON_IsObject(item)) {
-            rc = rn_error(err, RESNET_EFORMAT, 0,
-                          "bad tensor '%s' in '%s': not a JSON object",
-                          t->name, path);
-            goto out;
-        }
-        rc = parse_dtype(t, item, path, err);
-        if (!rc) {
-            rc = parse_shape(t, item, path, err);
-        }
-        if (!rc) {
-            rc = parse_offsets(t, item, data, data_size, path, err);
+        } else {
+            struct rn_tensor *t = &st->tensors[i++];
+            t->name = strcpy(names, item->string);
+            names += strlen(names) + 1;
+            rc = parse_tensor(t, item, data, data_size, path, err);
         }
         if (rc) {
             goto out;
@@ -870,15 +889,49 @@ static void sync_dir(const char *path) {
     free(dir);
 }
 
+/*
+ * Creates the temporary file from the template tmp (mkstemp fills in
+ * the name) and writes the whole file into it. On failure the temporary
+ * file is gone again.
+ */
+static int write_temp(char *tmp, const struct strbuf *header,
+                      const struct rn_tensor *tensors, int n,
+                      const char *path, struct resnet_error *err) {
+    mode_t mask;
+    int fd, e;
+
+    fd = mkstemp(tmp);
+    if (fd < 0) {
+        return rn_error(err, RESNET_EIO, errno,
+                        "cannot create a temporary file for '%s'", path);
+    }
+
+    // mkstemp() makes the file private; give it a plain creat()'s mode.
+    // TODO: umask() is process-wide, so a file another thread creates
+    // between these two calls ignores the umask; fine for the CLI,
+    // revisit if the library is used from threaded programs.
+    mask = umask(0);
+    umask(mask);
+    fchmod(fd, 0666 & ~mask);
+
+    e = write_body(fd, header, tensors, n);
+    if (close(fd) != 0 && !e) {
+        e = errno;
+    }
+    if (e) {
+        unlink(tmp);
+        return rn_error(err, RESNET_EIO, e, "cannot write '%s'", path);
+    }
+    return RESNET_OK;
+}
+
 int rn_safetensors_write(const char *path, const struct rn_tensor *tensors,
                          int n, const char *const *metadata, int n_meta,
                          bool overwrite, struct resnet_error *err) {
     struct strbuf header = {0};
     struct stat sb;
     char *tmp = NULL;
-    int fd = -1, e, rc;
-    bool created = false;   // tmp exists and must go on failure
-    mode_t mask;
+    int e, rc;
 
     rc = check_tensors(tensors, n, path, err);
     if (rc) {
@@ -901,47 +954,23 @@ int rn_safetensors_write(const char *path, const struct rn_tensor *tensors,
                       "out of memory writing '%s'", path);
         goto out;
     }
-    fd = mkstemp(tmp);
-    if (fd < 0) {
-        rc = rn_error(err, RESNET_EIO, errno,
-                      "cannot create a temporary file for '%s'", path);
+    rc = write_temp(tmp, &header, tensors, n, path, err);
+    if (rc) {
         goto out;
     }
-    created = true;
 
-    // mkstemp() makes the file private; give it a plain creat()'s mode.
-    // TODO: umask() is process-wide, so a thread creating files at this
-    // moment could get mode 0; fine for the CLI, revisit for library users.
-    mask = umask(0);
-    umask(mask);
-    fchmod(fd, 0666 & ~mask);
-
-    e = write_body(fd, &header, tensors, n);
-    if (close(fd) != 0 && !e) {
-        e = errno;
-    }
-    fd = -1;
-    if (e) {
-        rc = rn_error(err, RESNET_EIO, e, "cannot write '%s'", path);
-        goto out;
-    }
+    // Move it into place; until then path is untouched.
     e = publish(tmp, path, overwrite);
     if (e) {
+        unlink(tmp);
         rc = e == EEXIST ? exists_error(path, err)
                          : rn_error(err, RESNET_EIO, e, "cannot write '%s'",
                                     path);
         goto out;
     }
-    created = false;
     sync_dir(path);
 
 out:
-    if (fd >= 0) {
-        close(fd);
-    }
-    if (created) {
-        unlink(tmp);
-    }
     free(tmp);
     free(header.p);
     return rc;

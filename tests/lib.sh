@@ -51,16 +51,16 @@ need_torch() {
 # expect_exit N CMD...: runs CMD, fails unless it exits with N.
 # Its stdout and stderr are left in $tmp/out and $tmp/err.
 expect_exit() {
-    want=$1
+    _want=$1
     shift
     "$@" >"$tmp/out" 2>"$tmp/err"
-    got=$?
-    if [ "$got" -ne "$want" ]; then
-        fail "'$*' exited $got, expected $want; stderr: $(head -c 400 "$tmp/err")"
+    _got=$?
+    if [ "$_got" -ne "$_want" ]; then
+        fail "'$*' exited $_got, expected $_want; stderr: $(head -c 400 "$tmp/err")"
     fi
     # A signal (128+n) is always a failure.
-    if [ "$got" -gt 128 ]; then
-        fail "'$*' died from signal $((got - 128))"
+    if [ "$_got" -gt 128 ]; then
+        fail "'$*' died from signal $((_got - 128))"
     fi
 }
 

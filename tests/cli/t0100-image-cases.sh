@@ -50,6 +50,21 @@ expect_exit 1 "$dump" "$cases/does_not_exist.jpg"
 grep -q "cannot open '.*does_not_exist.jpg': No such file or directory" "$tmp/err" ||
     fail "missing file: $(cat "$tmp/err")"
 
+# A folder cannot be read; the reason comes from the system.
+expect_exit 1 "$dump" "$cases"
+grep -q "cannot read '.*': Is a directory" "$tmp/err" || fail "folder: $(cat "$tmp/err")"
+
+# Cut short inside its data, a PNG or JPEG fails cleanly with one line.
+for src in base_rgb.png baseline.jpg progressive.jpg; do
+    size=$(wc -c <"$cases/$src")
+    for percent in 1 5 20 50 90; do
+        head -c $((size * percent / 100)) "$cases/$src" >"$tmp/cut"
+        expect_exit 1 "$dump" "$tmp/cut"
+        [ "$(wc -l <"$tmp/err")" -eq 1 ] ||
+            fail "$src cut to $percent%: expected one error line, got: $(cat "$tmp/err")"
+    done
+done
+
 # Each reference crop equals ours; its source shares the name's stem.
 n_crops=0
 for ref in "$cases"/expected/*.crop224.png; do

@@ -40,6 +40,16 @@ static bool take(int argc, char **argv, int *i, int count, double *v) {
     return true;
 }
 
+/* Whether argv[*i] is opt followed by count numbers, which go into v. */
+static bool opt(int argc, char **argv, int *i, const char *name, int count,
+                double *v, bool *ok) {
+    if (strcmp(argv[*i], name) != 0) {
+        return false;
+    }
+    *ok = take(argc, argv, i, count, v);
+    return true;
+}
+
 static int parse_args(int argc, char **argv, struct dump_opts *o) {
     double v[3];
 
@@ -49,25 +59,25 @@ static int parse_args(int argc, char **argv, struct dump_opts *o) {
 
         if (strcmp(a, "--info") == 0) {
             o->info = true;
-        } else if (strcmp(a, "--max-pixels") == 0 && (ok = take(argc, argv, &i, 1, v))) {
+        } else if (strcmp(a, "--normalized") == 0) {
+            o->normalized = true;
+        } else if (opt(argc, argv, &i, "--max-pixels", 1, v, &ok)) {
             o->max_pixels = (size_t)v[0];
-        } else if (strcmp(a, "--size") == 0 && (ok = take(argc, argv, &i, 2, v))) {
+        } else if (opt(argc, argv, &i, "--size", 2, v, &ok)) {
             o->size_w = (int)v[0];
             o->size_h = (int)v[1];
-        } else if (strcmp(a, "--resize") == 0 && (ok = take(argc, argv, &i, 1, v))) {
+        } else if (opt(argc, argv, &i, "--resize", 1, v, &ok)) {
             o->prepare = true;
             o->pp.resize = (int)v[0];
-        } else if (strcmp(a, "--crop") == 0 && (ok = take(argc, argv, &i, 2, v))) {
+        } else if (opt(argc, argv, &i, "--crop", 2, v, &ok)) {
             o->prepare = true;
             o->pp.crop_w = (int)v[0];
             o->pp.crop_h = (int)v[1];
-        } else if (strcmp(a, "--normalized") == 0) {
-            o->normalized = true;
-        } else if (strcmp(a, "--mean") == 0 && (ok = take(argc, argv, &i, 3, v))) {
+        } else if (opt(argc, argv, &i, "--mean", 3, v, &ok)) {
             for (int c = 0; c < 3; c++) {
                 o->pp.mean[c] = (float)v[c];
             }
-        } else if (strcmp(a, "--std") == 0 && (ok = take(argc, argv, &i, 3, v))) {
+        } else if (opt(argc, argv, &i, "--std", 3, v, &ok)) {
             for (int c = 0; c < 3; c++) {
                 o->pp.std[c] = (float)v[c];
             }

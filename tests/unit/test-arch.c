@@ -195,14 +195,33 @@ static void bad_descriptions_name_the_json_path(void **state) {
 }
 
 static void a_too_small_input_is_refused(void **state) {
-    struct resnet_arch *arch = load_model("resnet18");
+    static const char text[] =
+        "{\"name\": \"t\", \"input\": {\"height\": 32, \"width\": 32},"
+        "\"preprocess\": {\"crop\": 32, \"mean\": [0, 0, 0],"
+        "\"std\": [1, 1, 1]}, \"stem\": {\"conv\": {\"channels\": 8,"
+        "\"kernel\": 7, \"padding\": 0}}, \"block\": {\"type\": \"basic\"},"
+        "\"stages\": [{\"blocks\": 1, \"planes\": 8}],"
+        "\"head\": {\"fc\": {\"classes\": 2}}}";
+    char path[] = "/tmp/resnet-desc-XXXXXX";
+    int fd = mkstemp(path);
+    struct resnet_arch *arch = NULL;
     struct resnet_error err = {0};
+    int c, h, w;
 
     (void)state;
-    assert_int_equal(resnet_arch_set_input(arch, 8, 8, &err), RESNET_EINVAL);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    assert_int_equal(resnet_arch_load(&arch, path, &err), RESNET_OK);
+    unlink(path);
+
+    // A 7x7 conv without padding does not fit in 6x6.
+    assert_int_equal(resnet_arch_set_input(arch, 6, 6, &err), RESNET_EINVAL);
     assert_non_null(strstr(err.msg, "too small"));
     // The architecture is still whole at its own size.
-    assert_int_equal(resnet_arch_set_input(arch, 224, 224, &err), RESNET_OK);
+    resnet_arch_input(arch, &c, &h, &w);
+    assert_int_equal(h, 32);
+    assert_int_equal(resnet_arch_set_input(arch, 7, 7, &err), RESNET_OK);
     resnet_arch_free(arch);
 }
 
