@@ -18,8 +18,9 @@ descriptions, so a misreading of the format cannot hide on both sides.
         <name>.expected.json for the images (ImageNet preprocessing).
         A lone "-" for the images reads their paths from stdin.
     make-fixtures.py cifar <weights> <out.json> <image>...
-        The akamaster CIFAR-10 ResNet-20 loaded from a safetensors file:
-        logits for each image (no resize, crop 32, ImageNet mean/std).
+        An akamaster CIFAR-10 ResNet (depth from the tensors) loaded from
+        a safetensors file: logits for each image (no resize, crop 32,
+        ImageNet mean/std).
 
 Expected files hold {"model": ..., "images": [{"file": <as given>,
 "logits": [...]}, ...]} with each float32 logit written exactly.
@@ -421,8 +422,9 @@ def cmd_full(out, images):
 
 
 def cmd_cifar(weights, out, images):
-    model = CifarResNet(3)
     sd = load_safetensors(weights)
+    n = len({k.split(".")[1] for k in sd if k.startswith("layer1.")})
+    model = CifarResNet(n)
     model.load_state_dict(sd, strict=False)
     missing = set(model.state_dict()) - set(sd)
     if any(not k.endswith("num_batches_tracked") for k in missing):
@@ -432,7 +434,7 @@ def cmd_cifar(weights, out, images):
     logits = []
     for i in range(0, len(images), 500):
         logits += logits_for(model, tf, images[i:i + 500])
-    write_expected(out, "cifar10-resnet20", images, logits)
+    write_expected(out, "cifar10-resnet%d" % (6 * n + 2), images, logits)
 
 
 def image_args(args):
