@@ -5,7 +5,8 @@
 # not a test; run it from the build tree:
 #     sh <srcdir>/bench/cifar10k-agreement.sh
 # Environment: RESNET (default ./resnet), RESNET_SHARED_DATA, PYTHON_TORCH,
-# JOBS (classify's -j, default: its own).
+# JOBS (classify's -j, default: its own), DEPTH (20, 32, 44 or 56: which
+# cifar10-resnet<depth>; default 20).
 
 set -u
 
@@ -20,11 +21,12 @@ now() {
 top_srcdir=$(cd "$(dirname "$0")/.." && pwd)
 : "${RESNET:=./resnet}"
 : "${PYTHON_TORCH:=/usr/bin/python3}"
+: "${DEPTH:=20}"
 : "${RESNET_SHARED_DATA:=$top_srcdir/../shared/data}"
 RESNET=$(abs "$RESNET")
 data=$(abs "$RESNET_SHARED_DATA/images/cifar10/jpg-test10k")
 weights=$(abs \
-    "$RESNET_SHARED_DATA/weights/cifar10/akamaster-resnet20.safetensors")
+    "$RESNET_SHARED_DATA/weights/cifar10/akamaster-resnet$DEPTH.safetensors")
 classes="$RESNET_SHARED_DATA/labels/cifar10_classes.txt"
 for f in "$RESNET" "$weights" "$classes"; do
     [ -f "$f" ] || { echo "cifar10k-agreement: '$f' not found" >&2; exit 1; }
@@ -51,7 +53,7 @@ IFS=$old_ifs
 # Ours: every image in one call.
 t0=$(now)
 "$RESNET" classify --format json --logits -k 1 ${JOBS:+-j "$JOBS"} \
-    -m "$top_srcdir/models/cifar10-resnet20.json" -w "$weights" "$@" \
+    -m "$top_srcdir/models/cifar10-resnet$DEPTH.json" -w "$weights" "$@" \
     >"$tmp/ours.jsonl"
 rc=$?
 t1=$(now)
