@@ -27,7 +27,6 @@ Expected files hold {"model": ..., "images": [{"file": <as given>,
 """
 
 import json
-import math
 import os
 import struct
 import sys
@@ -213,7 +212,7 @@ def stages(blocks, planes):
 
 
 def description(name, text, crop, resize, stem, block, stage_list, fc_name,
-                fc_in_classes=10):
+                n_classes=10):
     return {
         "name": name,
         "description": text,
@@ -224,7 +223,7 @@ def description(name, text, crop, resize, stem, block, stage_list, fc_name,
         "block": block,
         "stages": stage_list,
         "head": {"pool": "avg", "fc": {"name": fc_name,
-                                       "classes": fc_in_classes}},
+                                       "classes": n_classes}},
         "bn_eps": 1e-5,
         "labels": "ten-classes.txt",
         "weights": name + ".safetensors",
