@@ -223,6 +223,8 @@ def main(argv):
     if len(actual) != len(expected):
         chk.fail("expected %d result lines, got %d"
                  % (len(expected), len(actual)))
+    if not expected:
+        chk.fail("no images to compare")
 
     ours, theirs, files = [], [], []
     for want, got in zip(expected, actual):
