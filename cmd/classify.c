@@ -515,11 +515,15 @@ int cmd_classify(int argc, char **argv) {
                 weights, seconds() - t0);
     }
 
-    // One image per worker at a time; a single image gets all threads.
+    // One image per worker at a time. OpenBLAS stays on one thread: its
+    // threads split sums differently, and the same image must give the
+    // same logits alone or in a batch.
+    // TODO: one image uses one core, slow for a single large image; split
+    // a pass across threads without changing any sum (the speed issue).
     n_threads = o.threads ? o.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     n_threads = n_threads < 1 ? 1 : n_threads;
-    resnet_set_threads(n_paths < n_threads ? n_threads : 1);
     n_threads = n_paths < n_threads ? (n_paths > 0 ? n_paths : 1) : n_threads;
+    resnet_set_threads(1);
 
     job.model = model;
     job.opts = &o;

@@ -17,6 +17,8 @@ struct command {
 
 static const struct command commands[] = {
     {"classify", cmd_classify, "label images with a model's top classes"},
+    {"convert", cmd_convert, "turn PyTorch or safetensors weights into a model"},
+    {"inspect", cmd_inspect, "describe a model and check its weights"},
 };
 
 #define N_COMMANDS ((int)(sizeof commands / sizeof commands[0]))

@@ -535,6 +535,9 @@ int resnet_arch_n_layers(const struct resnet_arch *a) {
 void resnet_arch_layer(const struct resnet_arch *a, int i,
                        struct resnet_layer_info *info) {
     *info = a->layers[i].info;
+    info->in = a->layers[i].in;
+    info->in2 = a->layers[i].in2;
+    info->out = a->layers[i].out;
 }
 
 int resnet_arch_set_input(struct resnet_arch *a, int h, int w,
@@ -598,5 +601,25 @@ int rn_arch_expected(const struct resnet_arch *a, struct rn_expected **out,
         }
     }
     *n = k;
+    return RESNET_OK;
+}
+
+int rn_arch_parse(struct resnet_arch **out, const char *json, size_t len,
+                  const char *name, struct resnet_error *err) {
+    struct resnet_arch *a;
+    int rc;
+
+    *out = NULL;
+    a = calloc(1, sizeof *a);
+    if (!a || !(a->path = strdup(name))) {
+        free(a);
+        return rn_error(err, RESNET_ENOMEM, 0, "out of memory");
+    }
+    if ((rc = rn_desc_parse(&a->desc, json, len, name, err)) ||
+        (rc = build(a, a->desc->h_in, a->desc->w_in, err))) {
+        resnet_arch_free(a);
+        return rc;
+    }
+    *out = a;
     return RESNET_OK;
 }

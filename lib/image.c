@@ -18,8 +18,24 @@
 static const uint8_t png_magic[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a,
                                      '\n'};
 
-/* Reads all of fd into a new buffer; returns errno or 0. */
-static int read_all(int fd, uint8_t **buf, size_t *len) {
+/*
+ * The largest file worth reading for a pixel budget: 8 bytes a pixel (an
+ * uncompressed 16-bit RGBA PNG) plus 64 MiB of other chunks.
+ */
+static size_t file_limit(size_t max_pixels) {
+    size_t n;
+
+    if (!rn_mul_size(max_pixels, 8, &n) || n > SIZE_MAX / 4) {
+        return SIZE_MAX / 4;
+    }
+    return n + (64u << 20);
+}
+
+/*
+ * Reads all of fd into a new buffer; returns errno or 0, EFBIG when the
+ * file holds more than max_len bytes.
+ */
+static int read_all(int fd, size_t max_len, uint8_t **buf, size_t *len) {
     struct stat st;
     size_t cap, n = 0;
     uint8_t *p;
@@ -28,8 +44,13 @@ static int read_all(int fd, uint8_t **buf, size_t *len) {
         return errno;
     }
     // Regular files are read in one piece; pipes grow as they fill.
-    cap = S_ISREG(st.st_mode) && st.st_size > 0 ? (size_t)st.st_size + 1
-                                                 : 65536;
+    cap = 65536;
+    if (S_ISREG(st.st_mode) && st.st_size > 0) {
+        if ((uintmax_t)st.st_size > max_len) {
+            return EFBIG;
+        }
+        cap = (size_t)st.st_size + 1;
+    }
     p = malloc(cap);
     if (!p) {
         return ENOMEM;
@@ -38,14 +59,16 @@ static int read_all(int fd, uint8_t **buf, size_t *len) {
         ssize_t got;
 
         if (n == cap) {
-            uint8_t *q = cap > SIZE_MAX / 2 ? NULL : realloc(p, cap * 2);
+            // Grow to at most max_len + 1: a file that fills it is too long.
+            size_t want = cap > max_len / 2 ? max_len + 1 : cap * 2;
+            uint8_t *q = cap > max_len ? NULL : realloc(p, want);
 
             if (!q) {
                 free(p);
-                return ENOMEM;
+                return cap > max_len ? EFBIG : ENOMEM;
             }
             p = q;
-            cap *= 2;
+            cap = want;
         }
         got = read(fd, p + n, cap - n);
         if (got < 0 && errno == EINTR) {
@@ -202,8 +225,16 @@ int resnet_image_load(struct resnet_image **out, const char *path,
     if (fd < 0) {
         return rn_error(err, RESNET_EIO, errno, "cannot open '%s'", path);
     }
-    e = read_all(fd, &buf, &len);
+    if (max_pixels == 0) {
+        max_pixels = RESNET_MAX_PIXELS;
+    }
+    e = read_all(fd, file_limit(max_pixels), &buf, &len);
     close(fd);
+    if (e == EFBIG) {
+        return rn_error(err, RESNET_EUNSUPPORTED, 0,
+                        "image '%s' is too large (over %zu bytes)", path,
+                        file_limit(max_pixels));
+    }
     if (e == ENOMEM) {
         return rn_error(err, RESNET_ENOMEM, 0,
                         "cannot read '%s': out of memory", path);
@@ -270,6 +301,10 @@ int resnet_image_prepare(struct resnet_image **out,
     int rc;
 
     *out = NULL;
+    if (in->w <= 0 || in->h <= 0) {
+        return rn_error(err, RESNET_EINVAL, 0, "cannot prepare a %dx%d image",
+                        in->w, in->h);
+    }
     if (pp->resize < 0 || pp->crop_w < 0 || pp->crop_h < 0) {
         return rn_error(err, RESNET_EINVAL, 0,
                         "bad preprocessing: resize %d, crop %dx%d",
@@ -283,6 +318,11 @@ int resnet_image_prepare(struct resnet_image **out,
     }
     cw = pp->crop_w > 0 ? pp->crop_w : rw;
     ch = pp->crop_h > 0 ? pp->crop_h : rh;
+    if ((size_t)cw > RESNET_MAX_PIXELS / (size_t)ch) {
+        return rn_error(err, RESNET_EINVAL, 0,
+                        "cannot resize a %dx%d image to %dx%d: over %zu pixels",
+                        in->w, in->h, cw, ch, RESNET_MAX_PIXELS);
+    }
     if (rw == in->w && rh == in->h) {
         return resnet_image_crop(out, in, cw, ch, err);
     }

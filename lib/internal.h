@@ -163,6 +163,138 @@ int rn_safetensors_write(const char *path, const struct rn_tensor *tensors,
                          bool overwrite, struct resnet_error *err);
 
 /* ------------------------------------------------------------------ */
+/* lib/pickle.c: a pickle reader that runs nothing                      */
+
+/* Kinds of value the pickle reader builds. */
+enum rn_pv_kind {
+    RN_PV_NONE,
+    RN_PV_BOOL,
+    RN_PV_INT,
+    RN_PV_BIGINT,  // an integer too wide for int64: raw bytes in str
+    RN_PV_FLOAT,
+    RN_PV_STR,     // text, UTF-8 as stored
+    RN_PV_BYTES,
+    RN_PV_TUPLE,
+    RN_PV_LIST,
+    RN_PV_DICT,    // dicts and OrderedDicts: key, value pairs in order
+    RN_PV_GLOBAL,  // an allowed global (function or class), not called
+    RN_PV_STORAGE, // a storage named by a persistent id
+    RN_PV_TENSOR,  // a view of a storage
+};
+
+/*
+ * One value. Values belong to the struct rn_pickle that made them and may
+ * be shared (the memo hands out the same value again).
+ */
+struct rn_pval {
+    enum rn_pv_kind kind;
+    int depth;             // nesting depth: 0 for scalars
+    struct rn_pval *chain; // next value of the same pickle, for freeing
+    union {
+        bool b;
+        int64_t i;
+        double f;
+        struct {
+            char *s;       // NUL-terminated copy; len excludes the NUL
+            size_t len;
+        } str;             // STR, BYTES, BIGINT (little-endian bytes)
+        struct {
+            struct rn_pval **items; // DICT: key0, value0, key1, ...
+            size_t n;               // items (DICT: 2 * entries)
+            size_t cap;
+        } seq;             // TUPLE, LIST, DICT
+        struct {
+            int id;        // which allowed global (private to pickle.c)
+            enum rn_dtype dtype; // for storage types
+            const char *name;    // "module.name"
+        } global;
+        struct {
+            enum rn_dtype dtype;
+            const char *key;      // the record or storage key
+            const char *location; // "cpu", "cuda:0", ...
+            int64_t root_numel;   // elements of the whole record
+            int64_t offset;       // first element of this storage (views)
+            int64_t numel;        // elements of this storage
+        } storage;
+        struct {
+            const struct rn_pval *storage;
+            int64_t offset;       // in elements of the storage
+            int n_dims;
+            int64_t shape[RN_MAX_DIMS];
+            int64_t stride[RN_MAX_DIMS]; // in elements
+        } tensor;
+    } u;
+};
+
+/* A parsed pickle: owns every value it made. */
+struct rn_pickle {
+    struct rn_pval *root;
+    struct rn_pval *values; // all values, chained through ->chain
+    size_t n_values;
+};
+
+/*
+ * Runs the pickle in buf[0, len) up to its STOP opcode without executing
+ * anything: only the globals a PyTorch state_dict needs are allowed
+ * (OrderedDict, the tensor and parameter rebuild functions, storage
+ * types), and any other is refused with an error naming it. Stack, memo,
+ * value count and nesting are bounded. name is the file for messages.
+ * *used gets the bytes read, up to and including STOP (may be NULL).
+ * *out is new; free with rn_pickle_free(). Returns RESNET_EFORMAT,
+ * RESNET_EUNSUPPORTED or RESNET_ENOMEM.
+ */
+int rn_pickle_load(struct rn_pickle **out, const void *buf, size_t len,
+                   const char *name, size_t *used, struct resnet_error *err);
+
+void rn_pickle_free(struct rn_pickle *p);
+
+/* The value for string key in dict d, or NULL (also when d is no dict). */
+const struct rn_pval *rn_pval_get(const struct rn_pval *d, const char *key);
+
+/* Whether v is a string equal to s. */
+bool rn_pval_is_str(const struct rn_pval *v, const char *s);
+
+/* ------------------------------------------------------------------ */
+/* lib/torchfile.c: state dicts from torch.save and safetensors files   */
+
+/* Called now and then while storages are read: bytes done of total. */
+typedef void (*rn_progress_fn)(void *ctx, size_t done, size_t total);
+
+/* A state dict read from a file: named tensors owning their data. */
+struct rn_state_dict {
+    int n_tensors;
+    struct rn_tensor *tensors; // names and contiguous data owned here
+    const char *format;        // "zip", "legacy" or "safetensors"
+    const char *found_under;   // checkpoint key that held it, or NULL
+    const char *prefix;        // prefix stripped from every name, or NULL
+    int n_dropped;             // num_batches_tracked tensors left out
+};
+
+/*
+ * Reads the tensors of the PyTorch zip, legacy (pre-1.6) or safetensors
+ * file at path, told apart by content. A checkpoint's state dict is found
+ * under "state_dict" or "model"; a "module." prefix common to all names
+ * is stripped; num_batches_tracked is dropped. Views are copied out
+ * contiguously, honouring storage offset and strides. Nothing from the
+ * file is executed (see rn_pickle_load()). progress may be NULL.
+ * *out is new; free with rn_state_dict_free(). Returns RESNET_EIO,
+ * RESNET_EFORMAT, RESNET_EUNSUPPORTED or RESNET_ENOMEM.
+ */
+int rn_state_dict_load(struct rn_state_dict **out, const char *path,
+                       rn_progress_fn progress, void *progress_ctx,
+                       struct resnet_error *err);
+
+void rn_state_dict_free(struct rn_state_dict *sd);
+
+/*
+ * Converts every floating-point tensor to dtype (F32, F16 or BF16),
+ * rounding to nearest even where it narrows; *n_narrowed_f64 gets the
+ * number of F64 tensors narrowed. Returns RESNET_ENOMEM.
+ */
+int rn_state_dict_cast(struct rn_state_dict *sd, enum rn_dtype dtype,
+                       int *n_narrowed_f64, struct resnet_error *err);
+
+/* ------------------------------------------------------------------ */
 /* lib/desc.c: the JSON description, parsed and validated               */
 
 struct rn_stage_desc {
@@ -248,6 +380,53 @@ struct rn_expected {
  */
 int rn_arch_expected(const struct resnet_arch *arch,
                      struct rn_expected **out, int *n,
+                     struct resnet_error *err);
+
+/*
+ * Builds an architecture from the JSON text of a description without
+ * reading label files; name is used in messages and as its path. *out is
+ * new; free with resnet_arch_free(). Returns as rn_desc_parse().
+ */
+int rn_arch_parse(struct resnet_arch **out, const char *json, size_t len,
+                  const char *name, struct resnet_error *err);
+
+/* ------------------------------------------------------------------ */
+/* lib/recognize.c: which ResNet a state dict belongs to                */
+
+/*
+ * Recognises the torchvision ResNet, ResNeXt or Wide ResNet, or the
+ * CIFAR ResNet (option-A shortcut), whose tensors sd holds, with its
+ * stage and block counts, widths and number of classes, and writes its
+ * description as JSON text into *json (new), naming weights as the
+ * weights file. source is the input file for messages. The result is
+ * checked by building it: every tensor must be placed with its shape.
+ * Returns RESNET_ESHAPE with a message listing the tensors that could
+ * not be placed, or RESNET_ENOMEM.
+ */
+int rn_recognize(const struct rn_state_dict *sd, const char *source,
+                 const char *weights, char **json, struct resnet_error *err);
+
+/*
+ * Checks that sd holds exactly the tensors arch reads, each with the
+ * shape it expects. Returns RESNET_ESHAPE naming the first tensor that
+ * is missing, unexpected or of the wrong shape, or RESNET_ENOMEM.
+ */
+int rn_check_tensors(const struct rn_state_dict *sd,
+                     const struct resnet_arch *arch, const char *source,
+                     struct resnet_error *err);
+
+/* ------------------------------------------------------------------ */
+/* lib/check.c: a weights file against an architecture                 */
+
+/*
+ * resnet_weights_check() on a file already loaded; path, when not NULL,
+ * is named in each message after the tensor ("missing tensor 'fc.bias'
+ * in 'w.safetensors'").
+ */
+int rn_weights_check(const struct resnet_arch *arch,
+                     const struct rn_safetensors *st, const char *path,
+                     resnet_problem_fn fn, void *ctx,
+                     struct resnet_weights_summary *summary,
                      struct resnet_error *err);
 
 /* ------------------------------------------------------------------ */

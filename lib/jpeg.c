@@ -16,6 +16,12 @@
 
 #include "internal.h"
 
+/*
+ * Real progressive JPEGs have a dozen scans; thousands of tiny ones make
+ * libjpeg redo the whole image each time, a hang for the user.
+ */
+#define MAX_SCANS 1000
+
 /* libjpeg's error manager with a way back to rn_jpeg_decode(). */
 struct jpeg_err {
     struct jpeg_error_mgr pub;
@@ -32,8 +38,10 @@ static void on_error(j_common_ptr cinfo) {
 }
 
 /*
- * libjpeg only warns when data is corrupt or ends early and fills in the
- * rest; PIL refuses such files, and so do we. Other messages are dropped.
+ * libjpeg only warns when data is corrupt or ends early, and fills in the
+ * rest. PIL refuses a truncated file, and we refuse corrupt entropy data
+ * too. Extraneous bytes between markers are skipped without changing a
+ * pixel, so those files decode, as in PIL. Other messages are dropped.
  */
 static void on_message(j_common_ptr cinfo, int level) {
     struct jpeg_err *e = (struct jpeg_err *)cinfo->err;
@@ -43,7 +51,6 @@ static void on_message(j_common_ptr cinfo, int level) {
     }
     switch (cinfo->err->msg_code) {
     case JWRN_JPEG_EOF:
-    case JWRN_HIT_MARKER:
         e->truncated = true;
         on_error(cinfo);
         break;
@@ -51,7 +58,7 @@ static void on_message(j_common_ptr cinfo, int level) {
     case JWRN_ARITH_BAD_CODE:
 #endif
     case JWRN_BOGUS_PROGRESSION:
-    case JWRN_EXTRANEOUS_DATA:
+    case JWRN_HIT_MARKER:
     case JWRN_HUFF_BAD_CODE:
     case JWRN_MUST_RESYNC:
     case JWRN_NOT_SEQUENTIAL:
@@ -59,6 +66,17 @@ static void on_message(j_common_ptr cinfo, int level) {
         break;
     default:
         break;
+    }
+}
+
+/* Stops a file with more than MAX_SCANS scans. */
+static void on_progress(j_common_ptr cinfo) {
+    struct jpeg_err *e = (struct jpeg_err *)cinfo->err;
+    j_decompress_ptr d = (j_decompress_ptr)cinfo;
+
+    if (d->input_scan_number > MAX_SCANS) {
+        snprintf(e->msg, sizeof e->msg, "more than %d scans", MAX_SCANS);
+        longjmp(e->jmp, 1);
     }
 }
 
@@ -89,6 +107,7 @@ static void grey_row(uint8_t *dst, const uint8_t *src, int w) {
 struct jpeg_ctx {
     struct jpeg_decompress_struct cinfo;
     struct jpeg_err je;
+    struct jpeg_progress_mgr progress;
     struct resnet_image *img;
     uint8_t *row; // one output row of grey or CMYK samples
 };
@@ -167,6 +186,7 @@ int rn_jpeg_decode(struct resnet_image **out, const uint8_t *buf, size_t len,
     ctx->cinfo.err = jpeg_std_error(&ctx->je.pub);
     ctx->je.pub.error_exit = on_error;
     ctx->je.pub.emit_message = on_message;
+    ctx->progress.progress_monitor = on_progress;
     if (setjmp(ctx->je.jmp)) {
         if (ctx->je.truncated) {
             rc = rn_error(err, RESNET_EFORMAT, 0,
@@ -178,6 +198,7 @@ int rn_jpeg_decode(struct resnet_image **out, const uint8_t *buf, size_t len,
         goto out;
     }
     jpeg_create_decompress(&ctx->cinfo);
+    ctx->cinfo.progress = &ctx->progress;
     rc = decode(ctx, buf, len, name, max_pixels, err);
     if (rc == RESNET_OK) {
         *out = ctx->img;

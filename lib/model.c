@@ -52,74 +52,6 @@ static double now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* "64x3x7x7" */
-static void shape_str(char *buf, size_t size, int n_dims,
-                      const int64_t *shape) {
-    size_t len = 0;
-
-    buf[0] = '\0';
-    for (int i = 0; i < n_dims && len < size; i++) {
-        len += (size_t)snprintf(buf + len, size - len, "%s%lld",
-                                i ? "x" : "", (long long)shape[i]);
-    }
-    if (n_dims == 0) {
-        snprintf(buf, size, "scalar");
-    }
-}
-
-/* Checks that the file holds exactly the tensors the layers read, each
- * of the right shape and a float dtype. */
-static int check_tensors(const struct rn_safetensors *st,
-                         const struct rn_expected *e, int n,
-                         const char *path, struct resnet_error *err) {
-    char want[64], got[64];
-
-    for (int i = 0; i < n; i++) {
-        const struct rn_tensor *t = rn_safetensors_find(st, e[i].name);
-        bool same = t && t->n_dims == e[i].n_dims;
-
-        if (!t) {
-            return rn_error(err, RESNET_ESHAPE, 0,
-                            "missing tensor '%s' in '%s'", e[i].name, path);
-        }
-        for (int d = 0; same && d < t->n_dims; d++) {
-            same = t->shape[d] == e[i].shape[d];
-        }
-        if (!same) {
-            shape_str(want, sizeof want, e[i].n_dims, e[i].shape);
-            shape_str(got, sizeof got, t->n_dims, t->shape);
-            return rn_error(err, RESNET_ESHAPE, 0,
-                            "bad shape for '%s' in '%s' (expected %s, got %s)",
-                            e[i].name, path, want, got);
-        }
-        if (t->dtype != RN_DTYPE_F32 && t->dtype != RN_DTYPE_F16 &&
-            t->dtype != RN_DTYPE_BF16 && t->dtype != RN_DTYPE_F64) {
-            return rn_error(err, RESNET_EUNSUPPORTED, 0,
-                            "tensor '%s' in '%s' has dtype %s, expected a "
-                            "float type", e[i].name, path,
-                            rn_dtype_name(t->dtype));
-        }
-    }
-
-    // Anything else is a sign of the wrong architecture.
-    for (int i = 0; i < st->n_tensors; i++) {
-        const char *name = st->tensors[i].name;
-        size_t len = strlen(name);
-        const char *tracked = ".num_batches_tracked";
-        bool known = len >= strlen(tracked) &&
-                     strcmp(name + len - strlen(tracked), tracked) == 0;
-
-        for (int j = 0; !known && j < n; j++) {
-            known = strcmp(name, e[j].name) == 0;
-        }
-        if (!known) {
-            return rn_error(err, RESNET_ESHAPE, 0,
-                            "unexpected tensor '%s' in '%s'", name, path);
-        }
-    }
-    return RESNET_OK;
-}
-
 /* Reads tensor prefix.suffix as float32 into out. */
 static int read_f32(const struct rn_safetensors *st, const char *prefix,
                     const char *suffix, float *out,
@@ -129,7 +61,7 @@ static int read_f32(const struct rn_safetensors *st, const char *prefix,
 
     snprintf(name, sizeof name, "%s.%s", prefix, suffix);
     t = rn_safetensors_find(st, name);
-    assert(t); // check_tensors() saw it
+    assert(t); // rn_weights_check() saw it
     return rn_tensor_to_f32(t, out, err);
 }
 
@@ -326,8 +258,6 @@ int resnet_model_load(struct resnet_model **out, struct resnet_arch *arch,
                       const char *weights_path, struct resnet_error *err) {
     struct resnet_model *m;
     struct rn_safetensors *st = NULL;
-    struct rn_expected *expected = NULL;
-    int n_expected = 0;
     int rc;
 
     *out = NULL;
@@ -342,8 +272,8 @@ int resnet_model_load(struct resnet_model **out, struct resnet_arch *arch,
     if ((rc = resnet_arch_set_input(arch, arch->desc->h_in, arch->desc->w_in,
                                     err)) ||
         (rc = rn_safetensors_load(&st, weights_path, err)) ||
-        (rc = rn_arch_expected(arch, &expected, &n_expected, err)) ||
-        (rc = check_tensors(st, expected, n_expected, weights_path, err)) ||
+        (rc = rn_weights_check(arch, st, weights_path, NULL, NULL, NULL,
+                               err)) ||
         (rc = build_ops(m, st, err))) {
         goto out;
     }
@@ -353,7 +283,6 @@ int resnet_model_load(struct resnet_model **out, struct resnet_arch *arch,
     m = NULL;
 
 out:
-    free(expected);
     rn_safetensors_free(st);
     resnet_model_free(m);
     return rc;

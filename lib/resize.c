@@ -149,11 +149,12 @@ int rn_image_resample(struct resnet_image **out,
     int rc, row0, row1;
 
     *out = NULL;
-    if (full_w <= 0 || full_h <= 0 || x0 < 0 || y0 < 0 || w <= 0 ||
-        h <= 0 || x0 > full_w - w || y0 > full_h - h) {
+    if (in->w <= 0 || in->h <= 0 || full_w <= 0 || full_h <= 0 ||
+        x0 < 0 || y0 < 0 || w <= 0 || h <= 0 || x0 > full_w - w ||
+        y0 > full_h - h) {
         return rn_error(err, RESNET_EINVAL, 0,
-                        "bad resize window %dx%d+%d+%d of %dx%d", w, h, x0,
-                        y0, full_w, full_h);
+                        "cannot resize %dx%d to the %dx%d+%d+%d of %dx%d",
+                        in->w, in->h, w, h, x0, y0, full_w, full_h);
     }
     if (coeffs_init(&cx, in->w, full_w, x0, w) ||
         coeffs_init(&cy, in->h, full_h, y0, h)) {

@@ -11,8 +11,8 @@
  *
  * Known limits (also in the man page's BUGS section): images are limited
  * to RESNET_MAX_PIXELS pixels unless the caller passes another budget;
- * JPEGs in arithmetic coding or 12-bit precision are refused by
- * libjpeg-turbo.
+ * JPEGs with 12-bit samples are refused by libjpeg-turbo, and so are
+ * JPEGs whose compressed data it reports as corrupt.
  */
 #ifndef RESNET_RESNET_H
 #define RESNET_RESNET_H
@@ -236,6 +236,10 @@ struct resnet_layer_info {
     bool has_bias;
     size_t n_params;         // parameters the weights file holds
     uint64_t n_macs;         // multiply-accumulates for one image
+    int in, in2, out;        // values read and written: 0 is the input,
+                             // each other layer writes a new one (BN and
+                             // ReLU work in place: out == in); in2 is the
+                             // shortcut operand of an add, else -1
 };
 
 /* The number of layers in execution order. */
@@ -253,6 +257,69 @@ int resnet_arch_set_input(struct resnet_arch *arch, int h, int w,
                           struct resnet_error *err);
 
 /* ------------------------------------------------------------------ */
+/* Checking a weights file                                              */
+
+/* What can be wrong with a weights file for an architecture. */
+enum resnet_problem_kind {
+    RESNET_PROBLEM_MISSING,    // a tensor the network reads is absent
+    RESNET_PROBLEM_UNEXPECTED, // a tensor the network does not read
+    RESNET_PROBLEM_SHAPE,      // the shape differs from the expected one
+    RESNET_PROBLEM_DTYPE,      // not F32, F16 or BF16
+    RESNET_PROBLEM_VALUES,     // NaN or infinite values
+    RESNET_PROBLEM_VARIANCE,   // a BatchNorm running_var not above zero
+};
+
+/*
+ * One problem. expected and actual are what the message shows between
+ * its parentheses ("256x256x3x3" and "256x128x3x3"), or empty.
+ */
+struct resnet_problem {
+    enum resnet_problem_kind kind;
+    const char *tensor;  // the tensor's name, valid during the callback
+    char expected[96];
+    char actual[96];
+    char msg[256];       // "bad shape for 'x' (expected 1x2, got 2x1)"
+};
+
+typedef void (*resnet_problem_fn)(void *ctx, const struct resnet_problem *p);
+
+/* The tensors of one dtype in a weights file. */
+struct resnet_weights_dtype {
+    char name[8];        // as safetensors spells it: "F32", "BF16"
+    int n_tensors;
+    uint64_t n_elems;
+    uint64_t n_bytes;
+};
+
+/* What resnet_weights_check() found in a file. */
+struct resnet_weights_summary {
+    uint64_t file_size;
+    int n_tensors;
+    int n_problems;
+    int n_dtypes;
+    struct resnet_weights_dtype dtypes[16]; // in order of first use
+};
+
+/*
+ * Checks the safetensors file at path against arch and reports every
+ * problem, in layer order and then file order, to fn (which may be NULL):
+ * each tensor arch reads must be there with its shape, dtype F32, F16 or
+ * BF16, finite values and, for BatchNorm running_var, values above zero;
+ * any other tensor is unexpected (a BatchNorm's num_batches_tracked is
+ * allowed). summary (may be NULL) is filled whenever the file could be
+ * read. Returns RESNET_OK when there is no problem; otherwise the first
+ * problem's code (RESNET_ESHAPE for a missing, unexpected or misshapen
+ * tensor, RESNET_EUNSUPPORTED for a dtype, RESNET_EFORMAT for values)
+ * with its message in err, or RESNET_EIO, RESNET_EFORMAT,
+ * RESNET_EUNSUPPORTED or RESNET_ENOMEM when the file cannot be read, in
+ * which case fn is not called and summary->n_tensors is 0.
+ */
+int resnet_weights_check(const struct resnet_arch *arch, const char *path,
+                         resnet_problem_fn fn, void *ctx,
+                         struct resnet_weights_summary *summary,
+                         struct resnet_error *err);
+
+/* ------------------------------------------------------------------ */
 /* Models                                                               */
 
 /* An architecture with its weights bound and BatchNorm folded; opaque. */
@@ -261,10 +328,10 @@ struct resnet_model;
 /*
  * Builds the network of arch with the safetensors weights at
  * weights_path. Takes over arch: the model frees it, also on failure.
- * Every tensor is checked; a missing, unexpected or wrongly shaped one is
- * an error naming it and both shapes. *out is new; free it with
- * resnet_model_free(). Returns RESNET_EIO, RESNET_EFORMAT, RESNET_ESHAPE,
- * RESNET_EUNSUPPORTED or RESNET_ENOMEM.
+ * Every tensor is checked as resnet_weights_check() does; the first
+ * problem is the error, naming the tensor and the file. *out is new; free
+ * it with resnet_model_free(). Returns RESNET_EIO, RESNET_EFORMAT,
+ * RESNET_ESHAPE, RESNET_EUNSUPPORTED or RESNET_ENOMEM.
  */
 int resnet_model_load(struct resnet_model **out, struct resnet_arch *arch,
                       const char *weights_path, struct resnet_error *err);
@@ -314,6 +381,63 @@ void resnet_set_threads(int n);
 
 /* Writes softmax(logits) to probs; both hold n floats. */
 void resnet_softmax(const float *logits, float *probs, int n);
+
+/* ------------------------------------------------------------------ */
+/* Converting PyTorch weights                                           */
+
+/* Element types resnet_convert() writes. */
+enum resnet_dtype {
+    RESNET_DTYPE_F32,
+    RESNET_DTYPE_F16,
+    RESNET_DTYPE_BF16,
+};
+
+struct resnet_convert_opts {
+    const char *arch_path;  // description to check against; NULL: recognise
+    enum resnet_dtype dtype;
+    bool overwrite;         // replace existing output files
+    // Called as storages are read with bytes done of total; may be NULL.
+    void (*progress)(void *ctx, size_t done, size_t total);
+    void *progress_ctx;
+};
+
+/* What a conversion found, for the caller to report. */
+struct resnet_convert_info {
+    const char *format;     // "zip", "legacy" or "safetensors" (static)
+    char found_under[32];   // checkpoint key that held the state dict, or ""
+    char prefix[32];        // prefix stripped from every name, or ""
+    char arch_name[64];     // the model recognised or checked against,
+                            // or "" when none was recognised
+    char unrecognised[256]; // why no description was written, or ""
+    int n_tensors;          // tensors written
+    int n_dropped;          // num_batches_tracked tensors left out
+    int n_narrowed;         // float64 tensors narrowed to float32
+};
+
+/*
+ * Converts the PyTorch file (torch.save's zip or pre-1.6 format) or
+ * safetensors file at in_path into a safetensors weights file at
+ * weights_path and a model description (JSON) at desc_path whose
+ * "weights" is weights_path's base name. The input's format is told by
+ * its content. A pickle in it is read without running anything; a
+ * global a state_dict does not need is refused. With opts->arch_path the
+ * tensors are checked against that description (which is copied);
+ * otherwise the ResNet is recognised from tensor names and shapes, and
+ * when none fits, only the weights are written and info->unrecognised
+ * says which tensors could not be placed.
+ * Floating-point tensors are written as opts->dtype. Each output is
+ * written to a temporary file and renamed into place; existing files are
+ * kept unless opts->overwrite, and on failure no output is left.
+ * Limits: a stride-0 view may repeat its storage to at most 1 GiB, and a
+ * compressed zip record may expand at most 64-fold.
+ * info (may be NULL) is filled in. Returns RESNET_EIO, RESNET_EFORMAT,
+ * RESNET_ESHAPE, RESNET_EUNSUPPORTED, RESNET_EINVAL or RESNET_ENOMEM.
+ */
+int resnet_convert(const char *in_path, const char *weights_path,
+                   const char *desc_path,
+                   const struct resnet_convert_opts *opts,
+                   struct resnet_convert_info *info,
+                   struct resnet_error *err);
 
 /* ------------------------------------------------------------------ */
 /* Finding files                                                        */

@@ -7,6 +7,7 @@ png=$RESNET_SHARED_DATA/images/cifar10/png200
 w=$RESNET_SHARED_DATA/weights/cifar10/akamaster-resnet20.safetensors
 desc=$top_srcdir/models/cifar10-resnet20.json
 cp "$png/cat/cat_s_000526.png" "$tmp/cat.png"
+cp "$png/ship/boat_s_002757.png" "$tmp/ship.png"
 cp "$png/cat/cat_s_000526.png" "$tmp/a,\"quoted\".png"
 cd "$tmp" || exit 99
 
@@ -60,5 +61,14 @@ mv out j1
 expect_exit 0 "$RESNET" classify -m "$desc" -w "$w" -j 2 -T - < list
 expect_same j1 out
 [ "$(cut -f1 j1 | uniq)" = "$(cat list)" ] || fail "results not in input order"
+
+# An image alone gives the same logits, to the bit, as in a batch.
+expect_exit 0 "$RESNET" classify -m "$desc" -w "$w" --format json --logits cat.png
+mv out alone
+expect_exit 0 "$RESNET" classify -m "$desc" -w "$w" --format json --logits -j 2 cat.png ship.png cat.png
+head -n 1 out > batch
+expect_same alone batch
+sed -n 3p out > batch
+expect_same alone batch
 
 finish

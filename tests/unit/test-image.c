@@ -96,6 +96,72 @@ static void crop_larger_than_image_pads_zeros(void **state) {
     resnet_image_free(in);
 }
 
+/*
+ * prepare() resizes only the window the crop keeps; that must give the
+ * bytes of a full resize (to torchvision's size) followed by the crop.
+ */
+static void prepare_equals_resize_then_crop(void **state) {
+    static const int cases[][5] = {
+        // w, h, resize, crop_w, crop_h
+        {3, 500, 64, 48, 40},  {500, 3, 64, 48, 40}, {320, 240, 256, 224, 224},
+        {256, 259, 256, 224, 224}, {40, 30, 20, 30, 25}, {7, 9, 5, 9, 3},
+        {100, 100, 0, 50, 60},
+    };
+    struct resnet_error err = {0};
+
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const int *c = cases[i];
+        struct resnet_image *in = make_image(c[0], c[1]);
+        struct resnet_image *full = NULL, *want = NULL, *got = NULL;
+        struct resnet_preprocess pp = {.resize = c[2], .crop_w = c[3],
+                                       .crop_h = c[4]};
+        int s = c[0] < c[1] ? c[0] : c[1], l = c[0] < c[1] ? c[1] : c[0];
+        int rl = c[2] ? (int)((double)c[2] * l / s) : l;
+        int rw = c[2] ? (c[0] <= c[1] ? c[2] : rl) : c[0];
+        int rh = c[2] ? (c[0] <= c[1] ? rl : c[2]) : c[1];
+        size_t n;
+
+        // Scramble the pixels so that every tap of the filter matters.
+        for (size_t k = 0; k < (size_t)c[0] * c[1] * 3; k++) {
+            in->data[k] = (uint8_t)(k * 2654435761u >> 13);
+        }
+        assert_int_equal(resnet_image_resize(&full, in, rw, rh, &err), 0);
+        assert_int_equal(resnet_image_crop(&want, full, c[3], c[4], &err), 0);
+        assert_int_equal(resnet_image_prepare(&got, in, &pp, &err), 0);
+        assert_int_equal(got->w, c[3]);
+        assert_int_equal(got->h, c[4]);
+        n = (size_t)c[3] * c[4] * 3;
+        for (size_t k = 0; k < n; k++) {
+            if (got->data[k] != want->data[k]) {
+                print_error("case %zu, index %zu: expected %d, got %d\n", i,
+                            k, want->data[k], got->data[k]);
+                fail();
+            }
+        }
+        resnet_image_free(got);
+        resnet_image_free(want);
+        resnet_image_free(full);
+        resnet_image_free(in);
+    }
+}
+
+/* A 1 x 5000 image resized to 256 wide would be 1.28 G pixels uncropped. */
+static void prepare_refuses_huge_output(void **state) {
+    struct resnet_image *in = make_image(1, 5000), *out = NULL;
+    struct resnet_preprocess pp = {.resize = 256};
+    struct resnet_error err = {0};
+
+    (void)state;
+    assert_int_equal(resnet_image_prepare(&out, in, &pp, &err), RESNET_EINVAL);
+    assert_null(out);
+    pp.crop_w = pp.crop_h = 224;
+    assert_int_equal(resnet_image_prepare(&out, in, &pp, &err), RESNET_OK);
+    assert_int_equal(out->w, 224);
+    resnet_image_free(out);
+    resnet_image_free(in);
+}
+
 /* Every byte value against ToTensor + Normalize written out in float32. */
 static void normalize_matches_float32_steps(void **state) {
     const float mean[3] = {0.485f, 0.456f, 0.406f};
@@ -130,7 +196,7 @@ static void normalize_matches_float32_steps(void **state) {
 }
 
 /* A JPEG header claiming 65500 x 65500 pixels, refused before decoding. */
-static void decode_refuses_over_budget(void **state) {
+static void decode_refuses_jpeg_over_budget(void **state) {
     static const uint8_t jpeg[] = {
         0xff, 0xd8,                                     // SOI
         0xff, 0xc0, 0x00, 0x0b, 0x08, 0xff, 0xdc, 0xff, // SOF0, 8 bits, h
@@ -155,6 +221,50 @@ static void decode_refuses_over_budget(void **state) {
     assert_int_equal(rc, RESNET_EUNSUPPORTED);
 }
 
+/* The CRC-32 of PNG chunks, bit by bit. */
+static uint32_t crc32_png(const uint8_t *p, size_t n) {
+    uint32_t c = 0xffffffffu;
+
+    for (size_t i = 0; i < n; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++) {
+            c = c & 1 ? 0xedb88320u ^ (c >> 1) : c >> 1;
+        }
+    }
+    return c ^ 0xffffffffu;
+}
+
+static void put32(uint8_t *p, uint32_t v) {
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+/* A PNG header claiming 100000 x 50000 RGB pixels, then an empty IDAT. */
+static void decode_refuses_png_over_budget(void **state) {
+    uint8_t png[8 + 25 + 12] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n',
+                                0, 0, 0, 13, 'I', 'H', 'D', 'R'};
+    struct resnet_image *img = NULL;
+    struct resnet_error err = {0};
+    int rc;
+
+    (void)state;
+    put32(png + 16, 100000);
+    put32(png + 20, 50000);
+    png[24] = 8; // bits per sample
+    png[25] = 2; // RGB
+    put32(png + 29, crc32_png(png + 12, 17));
+    memcpy(png + 33, "\0\0\0\0IDAT", 8);
+    put32(png + 41, crc32_png(png + 37, 4));
+
+    rc = resnet_image_decode(&img, png, sizeof png, "big.png", 0, &err);
+    assert_int_equal(rc, RESNET_EUNSUPPORTED);
+    assert_null(img);
+    assert_string_equal(err.msg, "image 'big.png' is too large "
+                                 "(100000x50000 pixels, limit 100000000)");
+}
+
 static void decode_refuses_text(void **state) {
     static const char text[] = "hello, this is not an image\n";
     struct resnet_image *img = NULL;
@@ -176,8 +286,11 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(crop_rounds_half_to_even),
         cmocka_unit_test(crop_larger_than_image_pads_zeros),
+        cmocka_unit_test(prepare_equals_resize_then_crop),
+        cmocka_unit_test(prepare_refuses_huge_output),
         cmocka_unit_test(normalize_matches_float32_steps),
-        cmocka_unit_test(decode_refuses_over_budget),
+        cmocka_unit_test(decode_refuses_jpeg_over_budget),
+        cmocka_unit_test(decode_refuses_png_over_budget),
         cmocka_unit_test(decode_refuses_text),
     };
 

@@ -1,0 +1,297 @@
+/*
+ * resnet_convert(): a PyTorch or safetensors file in, safetensors weights
+ * and a model description out. Both outputs go to temporary files beside
+ * their targets; the description is renamed into place last, and the
+ * weights are removed again if that fails, so a failure leaves nothing.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "internal.h"
+
+/* Largest description read for --arch. */
+#define MAX_DESC_BYTES (1 << 20)
+
+static const char *base_name(const char *path) {
+    const char *slash = strrchr(path, '/');
+
+    return slash ? slash + 1 : path;
+}
+
+static int exists_error(const char *path, struct resnet_error *err) {
+    rn_error(err, RESNET_EIO, 0, "'%s' exists (use --force to overwrite)",
+             path);
+    if (err) {
+        err->sys_errno = EEXIST;
+    }
+    return RESNET_EIO;
+}
+
+/* Reads the small text file at path into a new NUL-terminated string. */
+static int read_text(const char *path, char **out, struct resnet_error *err) {
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    size_t len;
+    int rc = RESNET_OK;
+
+    *out = NULL;
+    if (!f) {
+        return rn_error(err, RESNET_EIO, errno, "cannot open '%s'", path);
+    }
+    buf = malloc(MAX_DESC_BYTES + 1);
+    if (!buf) {
+        rc = rn_error(err, RESNET_ENOMEM, 0, "out of memory");
+        goto out;
+    }
+    len = fread(buf, 1, MAX_DESC_BYTES + 1, f);
+    if (ferror(f) || len > MAX_DESC_BYTES) {
+        rc = rn_error(err, RESNET_EIO, ferror(f) ? EIO : EFBIG,
+                      "cannot read '%s'", path);
+        goto out;
+    }
+    buf[len] = '\0';
+    *out = buf;
+    buf = NULL;
+
+out:
+    free(buf);
+    fclose(f);
+    return rc;
+}
+
+/* Copies the description's "name" into name. */
+static void copy_name(const cJSON *desc, char *name, size_t size) {
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(desc, "name");
+
+    snprintf(name, size, "%s", cJSON_IsString(n) ? n->valuestring : "");
+}
+
+/*
+ * With --arch: checks sd against the description at path and returns
+ * that description's JSON with "weights" set to weights.
+ */
+static int check_given(const struct rn_state_dict *sd, const char *path,
+                       const char *source, const char *weights, char **json,
+                       char *name, size_t name_size,
+                       struct resnet_error *err) {
+    struct resnet_arch *arch = NULL;
+    cJSON *desc = NULL;
+    char *text = NULL;
+    int rc;
+
+    *json = NULL;
+    if ((rc = resnet_arch_load(&arch, path, err)) ||
+        (rc = rn_check_tensors(sd, arch, source, err)) ||
+        (rc = read_text(path, &text, err))) {
+        goto out;
+    }
+    desc = cJSON_Parse(text);
+    if (!desc) {
+        rc = rn_error(err, RESNET_EFORMAT, 0, "cannot parse '%s'", path);
+        goto out;
+    }
+    cJSON_DeleteItemFromObjectCaseSensitive(desc, "weights");
+    if (!cJSON_AddStringToObject(desc, "weights", weights) ||
+        !(*json = cJSON_Print(desc))) {
+        rc = rn_error(err, RESNET_ENOMEM, 0, "out of memory");
+        goto out;
+    }
+    copy_name(desc, name, name_size);
+
+out:
+    cJSON_Delete(desc);
+    free(text);
+    resnet_arch_free(arch);
+    return rc;
+}
+
+/* Writes text to a new temporary file beside path; *tmp is its name. */
+static int write_temp(const char *path, const char *text, char **tmp,
+                      struct resnet_error *err) {
+    const char *base = base_name(path);
+    size_t len = strlen(path) + sizeof "..XXXXXX";
+    size_t n = strlen(text);
+    bool ok;
+    mode_t mask;
+    FILE *f;
+    int fd, e;
+
+    *tmp = malloc(len);
+    if (!*tmp) {
+        return rn_error(err, RESNET_ENOMEM, 0, "out of memory");
+    }
+    snprintf(*tmp, len, "%.*s.%s.XXXXXX", (int)(base - path), path, base);
+    fd = mkstemp(*tmp);
+    if (fd < 0) {
+        free(*tmp);
+        *tmp = NULL;
+        return rn_error(err, RESNET_EIO, errno,
+                        "cannot create a temporary file for '%s'", path);
+    }
+    mask = umask(0);
+    umask(mask);
+    fchmod(fd, 0666 & ~mask);
+    f = fdopen(fd, "wb");
+    if (!f) {
+        e = errno;
+        close(fd);
+        goto fail;
+    }
+    ok = fwrite(text, 1, n, f) == n && fputc('\n', f) != EOF &&
+         fflush(f) == 0 && fsync(fd) == 0;
+    e = errno;
+    if (fclose(f) != 0 && ok) {
+        ok = false;
+        e = errno;
+    }
+    if (!ok) {
+        goto fail;
+    }
+    return RESNET_OK;
+
+fail:
+    unlink(*tmp);
+    free(*tmp);
+    *tmp = NULL;
+    return rn_error(err, RESNET_EIO, e, "cannot write '%s'", path);
+}
+
+/* Moves tmp to path; without overwrite, never replaces a file. */
+static int publish(const char *tmp, const char *path, bool overwrite,
+                   struct resnet_error *err) {
+    if (overwrite ? rename(tmp, path) == 0 : link(tmp, path) == 0) {
+        if (!overwrite) {
+            unlink(tmp);
+        }
+        return RESNET_OK;
+    }
+    if (errno == EEXIST) {
+        return exists_error(path, err);
+    }
+    return rn_error(err, RESNET_EIO, errno, "cannot write '%s'", path);
+}
+
+static enum rn_dtype rn_dtype_of(enum resnet_dtype dtype) {
+    switch (dtype) {
+    case RESNET_DTYPE_F16:
+        return RN_DTYPE_F16;
+    case RESNET_DTYPE_BF16:
+        return RN_DTYPE_BF16;
+    default:
+        return RN_DTYPE_F32;
+    }
+}
+
+/* Reads in_path into *sd as opts->dtype and reports what it found. */
+static int read_input(struct rn_state_dict **sd, const char *in_path,
+                      const struct resnet_convert_opts *opts,
+                      struct resnet_convert_info *info,
+                      struct resnet_error *err) {
+    int rc;
+
+    rc = rn_state_dict_load(sd, in_path, opts->progress, opts->progress_ctx,
+                            err);
+    if (rc || (rc = rn_state_dict_cast(*sd, rn_dtype_of(opts->dtype),
+                                       &info->n_narrowed, err))) {
+        return rc;
+    }
+    info->format = (*sd)->format;
+    snprintf(info->found_under, sizeof info->found_under, "%s",
+             (*sd)->found_under ? (*sd)->found_under : "");
+    snprintf(info->prefix, sizeof info->prefix, "%s",
+             (*sd)->prefix ? (*sd)->prefix : "");
+    info->n_tensors = (*sd)->n_tensors;
+    info->n_dropped = (*sd)->n_dropped;
+    return RESNET_OK;
+}
+
+int resnet_convert(const char *in_path, const char *weights_path,
+                   const char *desc_path,
+                   const struct resnet_convert_opts *opts,
+                   struct resnet_convert_info *info,
+                   struct resnet_error *err) {
+    struct resnet_convert_info scratch;
+    struct rn_state_dict *sd = NULL;
+    char *json = NULL, *tmp = NULL;
+    const char *weights = base_name(weights_path);
+    bool wrote_weights = false;
+    struct stat st;
+    cJSON *desc;
+    int rc;
+
+    if (!info) {
+        info = &scratch;
+    }
+    memset(info, 0, sizeof *info);
+
+    // Refuse early to replace files, before reading a large input.
+    if (!opts->overwrite && lstat(weights_path, &st) == 0) {
+        return exists_error(weights_path, err);
+    }
+    if (!opts->overwrite && lstat(desc_path, &st) == 0) {
+        return exists_error(desc_path, err);
+    }
+
+    // The tensors, then the description that fits them.
+    if ((rc = read_input(&sd, in_path, opts, info, err))) {
+        goto out;
+    }
+    if (opts->arch_path) {
+        rc = check_given(sd, opts->arch_path, in_path, weights, &json,
+                         info->arch_name, sizeof info->arch_name, err);
+    } else {
+        struct resnet_error why = {0};
+
+        // Tensors that fit no ResNet still make a weights file.
+        rc = rn_recognize(sd, in_path, weights, &json, &why);
+        if (rc == RESNET_ESHAPE) {
+            snprintf(info->unrecognised, sizeof info->unrecognised, "%s",
+                     why.msg);
+            rc = RESNET_OK;
+        } else if (rc) {
+            *err = why;
+        } else {
+            desc = cJSON_Parse(json);
+            copy_name(desc, info->arch_name, sizeof info->arch_name);
+            cJSON_Delete(desc);
+        }
+    }
+    if (rc) {
+        goto out;
+    }
+
+    // Description to a temporary file, weights into place, then the
+    // description into place.
+    if ((json && (rc = write_temp(desc_path, json, &tmp, err))) ||
+        (rc = rn_safetensors_write(weights_path, sd->tensors, sd->n_tensors,
+                                   NULL, 0, opts->overwrite, err))) {
+        goto out;
+    }
+    wrote_weights = true;
+    if (tmp && (rc = publish(tmp, desc_path, opts->overwrite, err))) {
+        goto out;
+    }
+    free(tmp);
+    tmp = NULL;
+
+out:
+    if (tmp) {
+        unlink(tmp);
+        free(tmp);
+    }
+    if (rc && wrote_weights) {
+        unlink(weights_path);
+    }
+    free(json);
+    rn_state_dict_free(sd);
+    return rc;
+}

@@ -1,0 +1,71 @@
+#!/bin/sh
+# resnet convert: help, usage mistakes, missing and foreign inputs, and
+# outputs kept unless --force. Needs nothing but the binary.
+
+. "$top_srcdir/tests/lib.sh"
+
+cd "$tmp" || exit 1
+
+# A minimal safetensors file holding one F32 tensor 'a' = [1.5].
+header='{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}'
+while [ $((${#header} % 8)) -ne 0 ]; do header="$header "; done
+len=$(printf '%03o' ${#header})
+printf "\\$len\\0\\0\\0\\0\\0\\0\\0%s\\0\\0\\300\\77" "$header" >one.safetensors
+
+# --help and help convert print the usage on stdout.
+expect_exit 0 "$RESNET" convert --help
+head -1 "$tmp/out" | grep -q '^usage: resnet convert ' ||
+    fail "convert --help printed no usage"
+cp "$tmp/out" help.txt
+expect_exit 0 "$RESNET" help convert
+expect_same help.txt "$tmp/out"
+
+# Usage mistakes exit 2 with one message and the usage line.
+expect_exit 2 "$RESNET" convert
+printf '%s\n' "resnet: no input given" \
+    "usage: resnet convert [-o <out-weights>] [--arch <name-or-json>]" >want
+expect_same want "$tmp/err"
+expect_exit 2 "$RESNET" convert --dtype f8 one.safetensors
+head -1 "$tmp/err" >got
+echo "resnet: unknown dtype 'f8' (f32, f16 or bf16)" >want
+expect_same want got
+expect_exit 2 "$RESNET" convert --bogus one.safetensors
+expect_exit 2 "$RESNET" convert a.pth b.pth
+expect_exit 2 "$RESNET" convert -o x.json one.safetensors
+
+# Missing and foreign inputs fail with one line naming the file.
+expect_exit 1 "$RESNET" convert nope.pth
+echo "resnet: cannot open 'nope.pth': No such file or directory" >want
+expect_same want "$tmp/err"
+echo "just text" >text.pth
+expect_exit 1 "$RESNET" convert text.pth
+echo "resnet: cannot read 'text.pth': not a PyTorch or safetensors file" >want
+expect_same want "$tmp/err"
+[ ! -e text.safetensors ] || fail "a failed convert left text.safetensors"
+
+# Tensors that fit no ResNet still convert, with a warning naming them.
+expect_exit 0 "$RESNET" convert one.safetensors -o out.safetensors
+printf '%s\t%s\t%s\n' - out.safetensors - >want
+expect_same want "$tmp/out"
+grep -q "^resnet: warning: wrote no description: .* 1 tensors fit no ResNet: 'a'" \
+    "$tmp/err" || fail "no warning naming tensor 'a': $(cat "$tmp/err")"
+[ ! -e out.json ] || fail "a description was written for no network"
+expect_exit 0 "$RESNET" -q convert one.safetensors -o quiet.safetensors
+[ ! -s "$tmp/err" ] || fail "-q printed: $(cat "$tmp/err")"
+
+# An existing output is kept unless --force.
+cp out.safetensors before
+expect_exit 1 "$RESNET" convert -o out.safetensors one.safetensors
+echo "resnet: 'out.safetensors' exists (use --force to overwrite)" >want
+expect_same want "$tmp/err"
+expect_exit 0 "$RESNET" -q convert --force --output=out.safetensors \
+    one.safetensors
+expect_same before out.safetensors
+
+# --arch must name a description.
+expect_exit 1 "$RESNET" convert --arch no-such-model one.safetensors
+grep -q "^resnet: cannot find 'no-such-model'" "$tmp/err" ||
+    fail "--arch no-such-model: $(cat "$tmp/err")"
+[ "$(ls -A | grep -c '^\.')" -eq 0 ] || fail "temporary files left: $(ls -A)"
+
+finish

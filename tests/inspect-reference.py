@@ -1,0 +1,144 @@
+#!/usr/bin/python3
+"""Reference figures for `resnet inspect`, from PyTorch.
+
+usage: inspect-reference.py [--input <h>x<w>] <model.json>...
+
+For each description, builds the same network in PyTorch by its name,
+not from the description: torchvision's model of that name, or for
+cifar10-resnet<N> and seed-resnet the module written below. Prints one
+line per model: name, parameter count (PyTorch's: BatchNorm counts
+weight and bias) and multiply-accumulates of the convolutions and the
+linear layer for one image, counted by forward hooks on a pass at the
+description's input size (or --input), tab-separated.
+
+Run with Debian's /usr/bin/python3 (python3-torch, python3-torchvision).
+"""
+import json
+import sys
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+from torchvision.models.resnet import BasicBlock, ResNet
+
+
+class PadShortcut(nn.Module):
+    """Option A of He et al.: every second pixel, zero channels around."""
+
+    def __init__(self, c_out, c_in):
+        super().__init__()
+        self.pad = (c_out - c_in) // 2
+
+    def forward(self, x):
+        return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
+
+
+class CifarBlock(nn.Module):
+    def __init__(self, c_in, c_out, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = PadShortcut(c_out, c_in)
+
+    def forward(self, x):
+        y = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """The CIFAR-10 ResNet of He et al. (2015), section 4.2: 6n + 2 layers."""
+
+    def __init__(self, depth, n_classes=10):
+        super().__init__()
+        n = (depth - 2) // 6
+        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        layers, c = [], 16
+        for planes, stride in ((16, 1), (32, 2), (64, 2)):
+            blocks = []
+            for i in range(n):
+                blocks.append(CifarBlock(c, planes, stride if i == 0 else 1))
+                c = planes
+            layers.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3 = layers
+        self.linear = nn.Linear(64, n_classes)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.linear(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+class SeedResNet(ResNet):
+    """The seed network: torchvision's stem and basic blocks, three stages
+    of two blocks at 64, 128 and 256 channels, ten classes."""
+
+    def __init__(self):
+        super().__init__(BasicBlock, [2, 2, 2, 2], num_classes=10)
+        del self.layer4
+        self.fc = nn.Linear(256, 10)
+
+    def _forward_impl(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def build(name):
+    if name.startswith("cifar10-resnet"):
+        return CifarResNet(int(name[len("cifar10-resnet"):]))
+    if name == "seed-resnet":
+        return SeedResNet()
+    return getattr(torchvision.models, name)(weights=None)
+
+
+def count_macs(model, c, h, w):
+    """Multiply-accumulates of the convs and linear layers, by hooks."""
+    total = [0]
+
+    def conv_hook(m, inputs, out):
+        k = m.kernel_size[0] * m.kernel_size[1]
+        total[0] += out[0].numel() * (m.in_channels // m.groups) * k
+
+    def linear_hook(m, inputs, out):
+        total[0] += m.in_features * m.out_features
+
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            m.register_forward_hook(conv_hook)
+        elif isinstance(m, nn.Linear):
+            m.register_forward_hook(linear_hook)
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(1, c, h, w))
+    return total[0]
+
+
+def main(argv):
+    size = None
+    if len(argv) > 1 and argv[0] == "--input":
+        size = [int(v) for v in argv[1].split("x")]
+        argv = argv[2:]
+    # Weights are not needed: skip the random initialisation's cost.
+    for fn in ("kaiming_normal_", "kaiming_uniform_", "normal_", "uniform_",
+               "constant_", "zeros_", "ones_"):
+        setattr(nn.init, fn, lambda t, *a, **k: t)
+    torch.set_num_threads(1)
+    for path in argv:
+        with open(path) as f:
+            desc = json.load(f)
+        model = build(desc["name"])
+        n_params = sum(p.numel() for p in model.parameters())
+        c = desc["input"].get("channels", 3)
+        h, w = size or (desc["input"]["height"], desc["input"]["width"])
+        print("%s\t%d\t%d" % (desc["name"], n_params,
+                              count_macs(model, c, h, w)))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
