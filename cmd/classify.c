@@ -539,9 +539,10 @@ int cmd_classify(int argc, char **argv) {
     if (verbosity >= 2) {
         double t = seconds() - t0;
 
-        fprintf(stderr, "resnet: %d images in %.3f s (%.2f ms an image, "
-                "%d threads)\n", n_paths, t,
-                n_paths ? 1e3 * t / n_paths : 0.0, n_threads);
+        fprintf(stderr, "resnet: %d image%s in %.3f s (%.2f ms an image, "
+                "%d thread%s)\n", n_paths, n_paths == 1 ? "" : "s", t,
+                n_paths ? 1e3 * t / n_paths : 0.0, n_threads,
+                n_threads == 1 ? "" : "s");
     }
     rc = n_failed || fflush(stdout) ? EXIT_FAIL : EXIT_OK;
 
