@@ -68,11 +68,17 @@ out:
     return rc;
 }
 
-/* Copies the description's "name" into name. */
-static void copy_name(const cJSON *desc, char *name, size_t size) {
-    const cJSON *n = cJSON_GetObjectItemCaseSensitive(desc, "name");
-
-    snprintf(name, size, "%s", cJSON_IsString(n) ? n->valuestring : "");
+/*
+ * Checks sd as the model loader will check the file made from it: every
+ * tensor arch reads, with its shape, a float dtype and finite values (and
+ * variances above zero), and no other. Runs after the dtype conversion,
+ * so an F64 input is no problem, but an Inf made by narrowing is one.
+ */
+static int check_fit(const struct rn_state_dict *sd,
+                     const struct resnet_arch *arch, const char *source,
+                     struct resnet_error *err) {
+    return rn_weights_check(arch, sd->tensors, sd->n_tensors, source, false,
+                            NULL, NULL, NULL, err);
 }
 
 /*
@@ -90,7 +96,7 @@ static int check_given(const struct rn_state_dict *sd, const char *path,
 
     *json = NULL;
     if ((rc = resnet_arch_load(&arch, path, err)) ||
-        (rc = rn_check_tensors(sd, arch, source, err)) ||
+        (rc = check_fit(sd, arch, source, err)) ||
         (rc = read_text(path, &text, err))) {
         goto out;
     }
@@ -105,11 +111,33 @@ static int check_given(const struct rn_state_dict *sd, const char *path,
         rc = rn_error(err, RESNET_ENOMEM, 0, "out of memory");
         goto out;
     }
-    copy_name(desc, name, name_size);
+    snprintf(name, name_size, "%s", resnet_arch_name(arch));
 
 out:
     cJSON_Delete(desc);
     free(text);
+    resnet_arch_free(arch);
+    return rc;
+}
+
+/*
+ * Without --arch, after rn_recognize() placed every tensor by name and
+ * shape: the rest of the check, against the description it wrote, and
+ * that description's name.
+ */
+static int check_recognised(const struct rn_state_dict *sd,
+                            const char *json, const char *source, char *name,
+                            size_t name_size, struct resnet_error *err) {
+    struct resnet_arch *arch = NULL;
+    int rc;
+
+    if ((rc = rn_arch_parse(&arch, json, strlen(json), source, err)) ||
+        (rc = check_fit(sd, arch, source, err))) {
+        goto out;
+    }
+    snprintf(name, name_size, "%s", resnet_arch_name(arch));
+
+out:
     resnet_arch_free(arch);
     return rc;
 }
@@ -225,7 +253,6 @@ int resnet_convert(const char *in_path, const char *weights_path,
     const char *weights = base_name(weights_path);
     bool wrote_weights = false;
     struct stat st;
-    cJSON *desc;
     int rc;
 
     if (!info) {
@@ -258,11 +285,12 @@ int resnet_convert(const char *in_path, const char *weights_path,
                      why.msg);
             rc = RESNET_OK;
         } else if (rc) {
-            *err = why;
+            if (err) {
+                *err = why;
+            }
         } else {
-            desc = cJSON_Parse(json);
-            copy_name(desc, info->arch_name, sizeof info->arch_name);
-            cJSON_Delete(desc);
+            rc = check_recognised(sd, json, in_path, info->arch_name,
+                                  sizeof info->arch_name, err);
         }
     }
     if (rc) {

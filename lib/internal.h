@@ -406,25 +406,20 @@ int rn_arch_parse(struct resnet_arch **out, const char *json, size_t len,
 int rn_recognize(const struct rn_state_dict *sd, const char *source,
                  const char *weights, char **json, struct resnet_error *err);
 
-/*
- * Checks that sd holds exactly the tensors arch reads, each with the
- * shape it expects. Returns RESNET_ESHAPE naming the first tensor that
- * is missing, unexpected or of the wrong shape, or RESNET_ENOMEM.
- */
-int rn_check_tensors(const struct rn_state_dict *sd,
-                     const struct resnet_arch *arch, const char *source,
-                     struct resnet_error *err);
-
 /* ------------------------------------------------------------------ */
 /* lib/check.c: a weights file against an architecture                 */
 
 /*
- * resnet_weights_check() on a file already loaded; path, when not NULL,
- * is named in each message after the tensor ("missing tensor 'fc.bias'
- * in 'w.safetensors'").
+ * resnet_weights_check() on tensors already in memory (a mapped file or
+ * a state dict); path, when not NULL, is named in each message after the
+ * tensor ("missing tensor 'fc.bias' in 'w.safetensors'"). With
+ * shapes_only, only missing, unexpected and misshapen tensors are
+ * problems, not dtypes or values. summary->file_size is left 0 for the
+ * caller to fill in.
  */
 int rn_weights_check(const struct resnet_arch *arch,
-                     const struct rn_safetensors *st, const char *path,
+                     const struct rn_tensor *tensors, int n_tensors,
+                     const char *path, bool shapes_only,
                      resnet_problem_fn fn, void *ctx,
                      struct resnet_weights_summary *summary,
                      struct resnet_error *err);
