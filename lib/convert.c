@@ -7,11 +7,9 @@
 #include <config.h>
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -25,15 +23,6 @@ static const char *base_name(const char *path) {
     const char *slash = strrchr(path, '/');
 
     return slash ? slash + 1 : path;
-}
-
-static int exists_error(const char *path, struct resnet_error *err) {
-    rn_error(err, RESNET_EIO, 0, "'%s' exists (use --force to overwrite)",
-             path);
-    if (err) {
-        err->sys_errno = EEXIST;
-    }
-    return RESNET_EIO;
 }
 
 /* Reads the small text file at path into a new NUL-terminated string. */
@@ -142,70 +131,17 @@ out:
     return rc;
 }
 
-/* Writes text to a new temporary file beside path; *tmp is its name. */
-static int write_temp(const char *path, const char *text, char **tmp,
+/* Starts the description file at path: text and a newline. */
+static int write_desc(struct rn_atomic *f, const char *path,
+                      const char *text, bool overwrite,
                       struct resnet_error *err) {
-    const char *base = base_name(path);
-    size_t len = strlen(path) + sizeof "..XXXXXX";
-    size_t n = strlen(text);
-    bool ok;
-    mode_t mask;
-    FILE *f;
-    int fd, e;
+    int rc;
 
-    *tmp = malloc(len);
-    if (!*tmp) {
-        return rn_error(err, RESNET_ENOMEM, 0, "out of memory");
+    if ((rc = rn_atomic_open(f, path, overwrite, err)) ||
+        (rc = rn_atomic_write(f, text, strlen(text), err))) {
+        return rc;
     }
-    snprintf(*tmp, len, "%.*s.%s.XXXXXX", (int)(base - path), path, base);
-    fd = mkstemp(*tmp);
-    if (fd < 0) {
-        free(*tmp);
-        *tmp = NULL;
-        return rn_error(err, RESNET_EIO, errno,
-                        "cannot create a temporary file for '%s'", path);
-    }
-    mask = umask(0);
-    umask(mask);
-    fchmod(fd, 0666 & ~mask);
-    f = fdopen(fd, "wb");
-    if (!f) {
-        e = errno;
-        close(fd);
-        goto fail;
-    }
-    ok = fwrite(text, 1, n, f) == n && fputc('\n', f) != EOF &&
-         fflush(f) == 0 && fsync(fd) == 0;
-    e = errno;
-    if (fclose(f) != 0 && ok) {
-        ok = false;
-        e = errno;
-    }
-    if (!ok) {
-        goto fail;
-    }
-    return RESNET_OK;
-
-fail:
-    unlink(*tmp);
-    free(*tmp);
-    *tmp = NULL;
-    return rn_error(err, RESNET_EIO, e, "cannot write '%s'", path);
-}
-
-/* Moves tmp to path; without overwrite, never replaces a file. */
-static int publish(const char *tmp, const char *path, bool overwrite,
-                   struct resnet_error *err) {
-    if (overwrite ? rename(tmp, path) == 0 : link(tmp, path) == 0) {
-        if (!overwrite) {
-            unlink(tmp);
-        }
-        return RESNET_OK;
-    }
-    if (errno == EEXIST) {
-        return exists_error(path, err);
-    }
-    return rn_error(err, RESNET_EIO, errno, "cannot write '%s'", path);
+    return rn_atomic_write(f, "\n", 1, err);
 }
 
 static enum rn_dtype rn_dtype_of(enum resnet_dtype dtype) {
@@ -249,10 +185,10 @@ int resnet_convert(const char *in_path, const char *weights_path,
                    struct resnet_error *err) {
     struct resnet_convert_info scratch;
     struct rn_state_dict *sd = NULL;
-    char *json = NULL, *tmp = NULL;
+    struct rn_atomic desc = {0};
+    char *json = NULL;
     const char *weights = base_name(weights_path);
     bool wrote_weights = false;
-    struct stat st;
     int rc;
 
     if (!info) {
@@ -261,11 +197,9 @@ int resnet_convert(const char *in_path, const char *weights_path,
     memset(info, 0, sizeof *info);
 
     // Refuse early to replace files, before reading a large input.
-    if (!opts->overwrite && lstat(weights_path, &st) == 0) {
-        return exists_error(weights_path, err);
-    }
-    if (!opts->overwrite && lstat(desc_path, &st) == 0) {
-        return exists_error(desc_path, err);
+    if ((rc = rn_atomic_check(weights_path, opts->overwrite, err)) ||
+        (rc = rn_atomic_check(desc_path, opts->overwrite, err))) {
+        return rc;
     }
 
     // The tensors, then the description that fits them.
@@ -299,23 +233,19 @@ int resnet_convert(const char *in_path, const char *weights_path,
 
     // Description to a temporary file, weights into place, then the
     // description into place.
-    if ((json && (rc = write_temp(desc_path, json, &tmp, err))) ||
+    if ((json && (rc = write_desc(&desc, desc_path, json, opts->overwrite,
+                                  err))) ||
         (rc = rn_safetensors_write(weights_path, sd->tensors, sd->n_tensors,
                                    NULL, 0, opts->overwrite, err))) {
         goto out;
     }
     wrote_weights = true;
-    if (tmp && (rc = publish(tmp, desc_path, opts->overwrite, err))) {
-        goto out;
+    if (json) {
+        rc = rn_atomic_commit(&desc, err);
     }
-    free(tmp);
-    tmp = NULL;
 
 out:
-    if (tmp) {
-        unlink(tmp);
-        free(tmp);
-    }
+    rn_atomic_abort(&desc);
     if (rc && wrote_weights) {
         unlink(weights_path);
     }

@@ -40,6 +40,53 @@ static inline bool rn_mul_size(size_t a, size_t b, size_t *out) {
 }
 
 /* ------------------------------------------------------------------ */
+/* lib/atomic.c: files that appear whole or not at all                 */
+
+/*
+ * A file being written: a temporary file beside path, moved onto path by
+ * rn_atomic_commit(). All zero means none is open.
+ */
+struct rn_atomic {
+    const char *path;  // the target, borrowed
+    char *tmp;         // the temporary file's name, or NULL when none
+    int fd;            // open on tmp
+    bool overwrite;    // replace an existing path
+};
+
+/*
+ * RESNET_EIO with errno EEXIST and the message "'<path>' exists (use
+ * --force to overwrite)" when path exists and !overwrite; else RESNET_OK.
+ */
+int rn_atomic_check(const char *path, bool overwrite,
+                    struct resnet_error *err);
+
+/*
+ * Starts writing path: fails as rn_atomic_check() does, then creates
+ * the temporary file with the mode a plain creat() would give (0666
+ * less the umask). Returns RESNET_EIO or RESNET_ENOMEM with nothing
+ * left open.
+ */
+int rn_atomic_open(struct rn_atomic *f, const char *path, bool overwrite,
+                   struct resnet_error *err);
+
+/* Appends n bytes. On failure (RESNET_EIO) the temporary file is gone. */
+int rn_atomic_write(struct rn_atomic *f, const void *buf, size_t n,
+                    struct resnet_error *err);
+
+/*
+ * Flushes the file to disk and moves it onto path; without overwrite an
+ * existing path is kept and is an error (as rn_atomic_check()). Either
+ * way the temporary file is gone. Returns RESNET_EIO.
+ */
+int rn_atomic_commit(struct rn_atomic *f, struct resnet_error *err);
+
+/*
+ * Removes the temporary file, if one is open; path is untouched. Safe
+ * after any of the functions above and on an all-zero struct.
+ */
+void rn_atomic_abort(struct rn_atomic *f);
+
+/* ------------------------------------------------------------------ */
 /* lib/image.c, lib/resize.c, lib/png.c, lib/jpeg.c: images             */
 
 /*
