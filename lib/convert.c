@@ -6,7 +6,6 @@
  */
 #include <config.h>
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,45 +15,10 @@
 
 #include "internal.h"
 
-/* Largest description read for --arch. */
-#define MAX_DESC_BYTES (1 << 20)
-
 static const char *base_name(const char *path) {
     const char *slash = strrchr(path, '/');
 
     return slash ? slash + 1 : path;
-}
-
-/* Reads the small text file at path into a new NUL-terminated string. */
-static int read_text(const char *path, char **out, struct resnet_error *err) {
-    FILE *f = fopen(path, "rb");
-    char *buf = NULL;
-    size_t len;
-    int rc = RESNET_OK;
-
-    *out = NULL;
-    if (!f) {
-        return rn_error(err, RESNET_EIO, errno, "cannot open '%s'", path);
-    }
-    buf = malloc(MAX_DESC_BYTES + 1);
-    if (!buf) {
-        rc = rn_error(err, RESNET_ENOMEM, 0, "out of memory");
-        goto out;
-    }
-    len = fread(buf, 1, MAX_DESC_BYTES + 1, f);
-    if (ferror(f) || len > MAX_DESC_BYTES) {
-        rc = rn_error(err, RESNET_EIO, ferror(f) ? EIO : EFBIG,
-                      "cannot read '%s'", path);
-        goto out;
-    }
-    buf[len] = '\0';
-    *out = buf;
-    buf = NULL;
-
-out:
-    free(buf);
-    fclose(f);
-    return rc;
 }
 
 /*
@@ -81,15 +45,16 @@ static int check_given(const struct rn_state_dict *sd, const char *path,
     struct resnet_arch *arch = NULL;
     cJSON *desc = NULL;
     char *text = NULL;
+    size_t len;
     int rc;
 
     *json = NULL;
     if ((rc = resnet_arch_load(&arch, path, err)) ||
         (rc = check_fit(sd, arch, source, err)) ||
-        (rc = read_text(path, &text, err))) {
+        (rc = rn_read_text(path, &text, &len, err))) {
         goto out;
     }
-    desc = cJSON_Parse(text);
+    desc = cJSON_ParseWithLength(text, len);
     if (!desc) {
         rc = rn_error(err, RESNET_EFORMAT, 0, "cannot parse '%s'", path);
         goto out;

@@ -430,6 +430,14 @@ int rn_arch_expected(const struct resnet_arch *arch,
                      struct resnet_error *err);
 
 /*
+ * Reads the text file at path (a description or a label list, at most
+ * 16 MiB) into *out, a new NUL-terminated string of *len bytes. Returns
+ * RESNET_EIO, RESNET_EFORMAT (too large) or RESNET_ENOMEM.
+ */
+int rn_read_text(const char *path, char **out, size_t *len,
+                 struct resnet_error *err);
+
+/*
  * Builds an architecture from the JSON text of a description without
  * reading label files; name is used in messages and as its path. *out is
  * new; free with resnet_arch_free(). Returns as rn_desc_parse().
