@@ -89,6 +89,18 @@ static void on_problem(void *ctx, const struct resnet_problem *p) {
     s->n++;
 }
 
+/* The callback saw n problems, of the kinds in want. */
+static void expect_kinds(const struct seen *s,
+                         const enum resnet_problem_kind *want, int n) {
+    for (int i = 0; i < s->n && i < n; i++) {
+        if (s->kind[i] != want[i]) {
+            fail_msg("problem %d: kind %d, expected %d (%s)", i, s->kind[i],
+                     want[i], s->msg[i]);
+        }
+    }
+    assert_int_equal(s->n, n);
+}
+
 /* Appends an F32 tensor of the given shape, values 0.25 (1.0 for
  * variances); returns its index. */
 static int add_tensor(struct file *f, const char *name, int n_dims,
@@ -225,13 +237,7 @@ static void every_problem_is_reported_in_order(void **state) {
     assert_int_equal(resnet_weights_check(arch, path, on_problem, &seen, &s,
                                           &err),
                      RESNET_ESHAPE);
-    for (int i = 0; i < seen.n && i < 6; i++) {
-        if (seen.kind[i] != want[i]) {
-            fail_msg("problem %d: kind %d, expected %d (%s)", i,
-                     seen.kind[i], want[i], seen.msg[i]);
-        }
-    }
-    assert_int_equal(seen.n, 6);
+    expect_kinds(&seen, want, 6);
     assert_int_equal(s.n_problems, 6);
     assert_string_equal(err.msg, seen.msg[0]);
     assert_string_equal(seen.msg[0], "bad shape for 'conv1.weight' "
@@ -269,13 +275,7 @@ static void tensor_list_check_names_its_file_and_can_skip_values(
     assert_int_equal(rn_weights_check(arch, f.t, f.n, "in.pth", true,
                                       on_problem, &shapes, &s, &err),
                      RESNET_ESHAPE);
-    for (int i = 0; i < shapes.n && i < 3; i++) {
-        if (shapes.kind[i] != want[i]) {
-            fail_msg("problem %d: kind %d, expected %d (%s)", i,
-                     shapes.kind[i], want[i], shapes.msg[i]);
-        }
-    }
-    assert_int_equal(shapes.n, 3);
+    expect_kinds(&shapes, want, 3);
     assert_int_equal(s.n_problems, 3);
     assert_int_equal(s.n_tensors, f.n);
     assert_int_equal(s.file_size, 0);
