@@ -346,9 +346,8 @@ out:
     return rc;
 }
 
-/* Reads a whole small text file into a new NUL-terminated buffer. */
-static int read_text(const char *path, char **out, size_t *len,
-                     struct resnet_error *err) {
+int rn_read_text(const char *path, char **out, size_t *len,
+                 struct resnet_error *err) {
     FILE *f = fopen(path, "rb");
     char *buf = NULL;
     size_t n;
@@ -418,7 +417,7 @@ static int load_labels(struct resnet_arch *a, struct resnet_error *err) {
     int rc, i = 0;
 
     if ((rc = find_beside(a, a->desc->labels, &path, err)) ||
-        (rc = read_text(path, &text, &len, err))) {
+        (rc = rn_read_text(path, &text, &len, err))) {
         goto out;
     }
     a->labels = calloc((size_t)n, sizeof *a->labels);
@@ -463,7 +462,7 @@ int resnet_arch_load(struct resnet_arch **out, const char *path,
         free(a);
         return rn_error(err, RESNET_ENOMEM, 0, "out of memory");
     }
-    if ((rc = read_text(path, &text, &len, err)) ||
+    if ((rc = rn_read_text(path, &text, &len, err)) ||
         (rc = rn_desc_parse(&a->desc, text, len, path, err)) ||
         (rc = build(a, a->desc->h_in, a->desc->w_in, err)) ||
         (a->desc->labels && (rc = load_labels(a, err)))) {

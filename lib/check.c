@@ -2,7 +2,8 @@
  * Checking a weights file against an architecture: every tensor the
  * layers read, with its shape, dtype and values, and nothing else. All
  * problems are reported, not just the first, so a user sees at once how
- * a file differs from a description; the model loader uses the same check.
+ * a file differs from a description. The model loader and convert use the
+ * same check; recognising a network uses its names-and-shapes part.
  */
 #include <config.h>
 
@@ -153,11 +154,25 @@ static void check_values(struct checker *c, const struct rn_tensor *t,
     }
 }
 
-/* Checks the tensor e asks for: there, shaped, a float type, finite. */
+/* The tensor of the list called name, or NULL. */
+static const struct rn_tensor *find(const struct rn_tensor *tensors, int n,
+                                    const char *name) {
+    for (int i = 0; i < n; i++) {
+        if (strcmp(tensors[i].name, name) == 0) {
+            return &tensors[i];
+        }
+    }
+    return NULL;
+}
+
+/*
+ * Checks the tensor e asks for: there and shaped, then, unless
+ * shapes_only, a float type with finite values.
+ */
 static void check_expected(struct checker *c, const struct resnet_arch *a,
-                           const struct rn_safetensors *st,
-                           const struct rn_expected *e) {
-    const struct rn_tensor *t = rn_safetensors_find(st, e->name);
+                           const struct rn_tensor *tensors, int n_tensors,
+                           bool shapes_only, const struct rn_expected *e) {
+    const struct rn_tensor *t = find(tensors, n_tensors, e->name);
     bool same = t && t->n_dims == e->n_dims;
     size_t len = strlen(e->name);
     bool is_variance;
@@ -174,6 +189,9 @@ static void check_expected(struct checker *c, const struct resnet_arch *a,
         shape_str(want, sizeof want, e->n_dims, e->shape);
         shape_str(got, sizeof got, t->n_dims, t->shape);
         report(c, RESNET_PROBLEM_SHAPE, "bad shape for", e->name, want, got);
+        return;
+    }
+    if (shapes_only) {
         return;
     }
     if (!is_float_dtype(t->dtype)) {
@@ -234,31 +252,31 @@ static void count_dtype(struct resnet_weights_summary *s,
 }
 
 int rn_weights_check(const struct resnet_arch *arch,
-                     const struct rn_safetensors *st, const char *path,
+                     const struct rn_tensor *tensors, int n_tensors,
+                     const char *path, bool shapes_only,
                      resnet_problem_fn fn, void *ctx,
                      struct resnet_weights_summary *summary,
                      struct resnet_error *err) {
     struct checker c = {path, fn, ctx, 0, RESNET_OK, err};
-    struct resnet_weights_summary s = {.file_size = st->map_size,
-                                       .n_tensors = st->n_tensors};
+    struct resnet_weights_summary s = {.n_tensors = n_tensors};
     struct rn_expected *e = NULL;
     int n = 0, rc;
 
     if ((rc = rn_arch_expected(arch, &e, &n, err))) {
         goto out;
     }
-    for (int i = 0; i < st->n_tensors; i++) {
-        count_dtype(&s, &st->tensors[i]);
+    for (int i = 0; i < n_tensors; i++) {
+        count_dtype(&s, &tensors[i]);
     }
 
-    // What the layers read, in layer order; then the rest, in file order.
+    // What the layers read, in layer order; then the rest, in list order.
     for (int i = 0; i < n; i++) {
-        check_expected(&c, arch, st, &e[i]);
+        check_expected(&c, arch, tensors, n_tensors, shapes_only, &e[i]);
     }
-    for (int i = 0; i < st->n_tensors; i++) {
-        if (!is_known(arch, st->tensors[i].name, e, n)) {
+    for (int i = 0; i < n_tensors; i++) {
+        if (!is_known(arch, tensors[i].name, e, n)) {
             report(&c, RESNET_PROBLEM_UNEXPECTED, "unexpected tensor",
-                   st->tensors[i].name, "", "");
+                   tensors[i].name, "", "");
         }
     }
     s.n_problems = c.n_problems;
@@ -285,7 +303,11 @@ int resnet_weights_check(const struct resnet_arch *arch, const char *path,
     if ((rc = rn_safetensors_load(&st, path, err))) {
         return rc;
     }
-    rc = rn_weights_check(arch, st, NULL, fn, ctx, summary, err);
+    rc = rn_weights_check(arch, st->tensors, st->n_tensors, NULL, false, fn,
+                          ctx, summary, err);
+    if (summary) {
+        summary->file_size = st->map_size;
+    }
     rn_safetensors_free(st);
     return rc;
 }

@@ -6,20 +6,14 @@
  */
 #include <config.h>
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
 
 #include "internal.h"
-
-/* Largest description read for --arch. */
-#define MAX_DESC_BYTES (1 << 20)
 
 static const char *base_name(const char *path) {
     const char *slash = strrchr(path, '/');
@@ -27,52 +21,17 @@ static const char *base_name(const char *path) {
     return slash ? slash + 1 : path;
 }
 
-static int exists_error(const char *path, struct resnet_error *err) {
-    rn_error(err, RESNET_EIO, 0, "'%s' exists (use --force to overwrite)",
-             path);
-    if (err) {
-        err->sys_errno = EEXIST;
-    }
-    return RESNET_EIO;
-}
-
-/* Reads the small text file at path into a new NUL-terminated string. */
-static int read_text(const char *path, char **out, struct resnet_error *err) {
-    FILE *f = fopen(path, "rb");
-    char *buf = NULL;
-    size_t len;
-    int rc = RESNET_OK;
-
-    *out = NULL;
-    if (!f) {
-        return rn_error(err, RESNET_EIO, errno, "cannot open '%s'", path);
-    }
-    buf = malloc(MAX_DESC_BYTES + 1);
-    if (!buf) {
-        rc = rn_error(err, RESNET_ENOMEM, 0, "out of memory");
-        goto out;
-    }
-    len = fread(buf, 1, MAX_DESC_BYTES + 1, f);
-    if (ferror(f) || len > MAX_DESC_BYTES) {
-        rc = rn_error(err, RESNET_EIO, ferror(f) ? EIO : EFBIG,
-                      "cannot read '%s'", path);
-        goto out;
-    }
-    buf[len] = '\0';
-    *out = buf;
-    buf = NULL;
-
-out:
-    free(buf);
-    fclose(f);
-    return rc;
-}
-
-/* Copies the description's "name" into name. */
-static void copy_name(const cJSON *desc, char *name, size_t size) {
-    const cJSON *n = cJSON_GetObjectItemCaseSensitive(desc, "name");
-
-    snprintf(name, size, "%s", cJSON_IsString(n) ? n->valuestring : "");
+/*
+ * Checks sd as the model loader will check the file made from it: every
+ * tensor arch reads, with its shape, a float dtype and finite values (and
+ * variances above zero), and no other. Runs after the dtype conversion,
+ * so an F64 input is no problem, but an Inf made by narrowing is one.
+ */
+static int check_fit(const struct rn_state_dict *sd,
+                     const struct resnet_arch *arch, const char *source,
+                     struct resnet_error *err) {
+    return rn_weights_check(arch, sd->tensors, sd->n_tensors, source, false,
+                            NULL, NULL, NULL, err);
 }
 
 /*
@@ -86,15 +45,16 @@ static int check_given(const struct rn_state_dict *sd, const char *path,
     struct resnet_arch *arch = NULL;
     cJSON *desc = NULL;
     char *text = NULL;
+    size_t len;
     int rc;
 
     *json = NULL;
     if ((rc = resnet_arch_load(&arch, path, err)) ||
-        (rc = rn_check_tensors(sd, arch, source, err)) ||
-        (rc = read_text(path, &text, err))) {
+        (rc = check_fit(sd, arch, source, err)) ||
+        (rc = rn_read_text(path, &text, &len, err))) {
         goto out;
     }
-    desc = cJSON_Parse(text);
+    desc = cJSON_ParseWithLength(text, len);
     if (!desc) {
         rc = rn_error(err, RESNET_EFORMAT, 0, "cannot parse '%s'", path);
         goto out;
@@ -105,7 +65,7 @@ static int check_given(const struct rn_state_dict *sd, const char *path,
         rc = rn_error(err, RESNET_ENOMEM, 0, "out of memory");
         goto out;
     }
-    copy_name(desc, name, name_size);
+    snprintf(name, name_size, "%s", resnet_arch_name(arch));
 
 out:
     cJSON_Delete(desc);
@@ -114,70 +74,39 @@ out:
     return rc;
 }
 
-/* Writes text to a new temporary file beside path; *tmp is its name. */
-static int write_temp(const char *path, const char *text, char **tmp,
-                      struct resnet_error *err) {
-    const char *base = base_name(path);
-    size_t len = strlen(path) + sizeof "..XXXXXX";
-    size_t n = strlen(text);
-    bool ok;
-    mode_t mask;
-    FILE *f;
-    int fd, e;
+/*
+ * Without --arch, after rn_recognize() placed every tensor by name and
+ * shape: the rest of the check, against the description it wrote, and
+ * that description's name.
+ */
+static int check_recognised(const struct rn_state_dict *sd,
+                            const char *json, const char *source, char *name,
+                            size_t name_size, struct resnet_error *err) {
+    struct resnet_arch *arch = NULL;
+    int rc;
 
-    *tmp = malloc(len);
-    if (!*tmp) {
-        return rn_error(err, RESNET_ENOMEM, 0, "out of memory");
+    if ((rc = rn_arch_parse(&arch, json, strlen(json), source, err)) ||
+        (rc = check_fit(sd, arch, source, err))) {
+        goto out;
     }
-    snprintf(*tmp, len, "%.*s.%s.XXXXXX", (int)(base - path), path, base);
-    fd = mkstemp(*tmp);
-    if (fd < 0) {
-        free(*tmp);
-        *tmp = NULL;
-        return rn_error(err, RESNET_EIO, errno,
-                        "cannot create a temporary file for '%s'", path);
-    }
-    mask = umask(0);
-    umask(mask);
-    fchmod(fd, 0666 & ~mask);
-    f = fdopen(fd, "wb");
-    if (!f) {
-        e = errno;
-        close(fd);
-        goto fail;
-    }
-    ok = fwrite(text, 1, n, f) == n && fputc('\n', f) != EOF &&
-         fflush(f) == 0 && fsync(fd) == 0;
-    e = errno;
-    if (fclose(f) != 0 && ok) {
-        ok = false;
-        e = errno;
-    }
-    if (!ok) {
-        goto fail;
-    }
-    return RESNET_OK;
+    snprintf(name, name_size, "%s", resnet_arch_name(arch));
 
-fail:
-    unlink(*tmp);
-    free(*tmp);
-    *tmp = NULL;
-    return rn_error(err, RESNET_EIO, e, "cannot write '%s'", path);
+out:
+    resnet_arch_free(arch);
+    return rc;
 }
 
-/* Moves tmp to path; without overwrite, never replaces a file. */
-static int publish(const char *tmp, const char *path, bool overwrite,
-                   struct resnet_error *err) {
-    if (overwrite ? rename(tmp, path) == 0 : link(tmp, path) == 0) {
-        if (!overwrite) {
-            unlink(tmp);
-        }
-        return RESNET_OK;
+/* Starts the description file at path: text and a newline. */
+static int write_desc(struct rn_atomic *f, const char *path,
+                      const char *text, bool overwrite,
+                      struct resnet_error *err) {
+    int rc;
+
+    if ((rc = rn_atomic_open(f, path, overwrite, err)) ||
+        (rc = rn_atomic_write(f, text, strlen(text), err))) {
+        return rc;
     }
-    if (errno == EEXIST) {
-        return exists_error(path, err);
-    }
-    return rn_error(err, RESNET_EIO, errno, "cannot write '%s'", path);
+    return rn_atomic_write(f, "\n", 1, err);
 }
 
 static enum rn_dtype rn_dtype_of(enum resnet_dtype dtype) {
@@ -221,11 +150,10 @@ int resnet_convert(const char *in_path, const char *weights_path,
                    struct resnet_error *err) {
     struct resnet_convert_info scratch;
     struct rn_state_dict *sd = NULL;
-    char *json = NULL, *tmp = NULL;
+    struct rn_atomic desc = {0};
+    char *json = NULL;
     const char *weights = base_name(weights_path);
     bool wrote_weights = false;
-    struct stat st;
-    cJSON *desc;
     int rc;
 
     if (!info) {
@@ -234,11 +162,9 @@ int resnet_convert(const char *in_path, const char *weights_path,
     memset(info, 0, sizeof *info);
 
     // Refuse early to replace files, before reading a large input.
-    if (!opts->overwrite && lstat(weights_path, &st) == 0) {
-        return exists_error(weights_path, err);
-    }
-    if (!opts->overwrite && lstat(desc_path, &st) == 0) {
-        return exists_error(desc_path, err);
+    if ((rc = rn_atomic_check(weights_path, opts->overwrite, err)) ||
+        (rc = rn_atomic_check(desc_path, opts->overwrite, err))) {
+        return rc;
     }
 
     // The tensors, then the description that fits them.
@@ -258,11 +184,12 @@ int resnet_convert(const char *in_path, const char *weights_path,
                      why.msg);
             rc = RESNET_OK;
         } else if (rc) {
-            *err = why;
+            if (err) {
+                *err = why;
+            }
         } else {
-            desc = cJSON_Parse(json);
-            copy_name(desc, info->arch_name, sizeof info->arch_name);
-            cJSON_Delete(desc);
+            rc = check_recognised(sd, json, in_path, info->arch_name,
+                                  sizeof info->arch_name, err);
         }
     }
     if (rc) {
@@ -271,23 +198,19 @@ int resnet_convert(const char *in_path, const char *weights_path,
 
     // Description to a temporary file, weights into place, then the
     // description into place.
-    if ((json && (rc = write_temp(desc_path, json, &tmp, err))) ||
+    if ((json && (rc = write_desc(&desc, desc_path, json, opts->overwrite,
+                                  err))) ||
         (rc = rn_safetensors_write(weights_path, sd->tensors, sd->n_tensors,
                                    NULL, 0, opts->overwrite, err))) {
         goto out;
     }
     wrote_weights = true;
-    if (tmp && (rc = publish(tmp, desc_path, opts->overwrite, err))) {
-        goto out;
+    if (json) {
+        rc = rn_atomic_commit(&desc, err);
     }
-    free(tmp);
-    tmp = NULL;
 
 out:
-    if (tmp) {
-        unlink(tmp);
-        free(tmp);
-    }
+    rn_atomic_abort(&desc);
     if (rc && wrote_weights) {
         unlink(weights_path);
     }

@@ -40,6 +40,53 @@ static inline bool rn_mul_size(size_t a, size_t b, size_t *out) {
 }
 
 /* ------------------------------------------------------------------ */
+/* lib/atomic.c: files that appear whole or not at all                 */
+
+/*
+ * A file being written: a temporary file beside path, moved onto path by
+ * rn_atomic_commit(). All zero means none is open.
+ */
+struct rn_atomic {
+    const char *path;  // the target, borrowed
+    char *tmp;         // the temporary file's name, or NULL when none
+    int fd;            // open on tmp
+    bool overwrite;    // replace an existing path
+};
+
+/*
+ * RESNET_EIO with errno EEXIST and the message "'<path>' exists (use
+ * --force to overwrite)" when path exists and !overwrite; else RESNET_OK.
+ */
+int rn_atomic_check(const char *path, bool overwrite,
+                    struct resnet_error *err);
+
+/*
+ * Starts writing path: fails as rn_atomic_check() does, then creates
+ * the temporary file with the mode a plain creat() would give (0666
+ * less the umask). Returns RESNET_EIO or RESNET_ENOMEM with nothing
+ * left open.
+ */
+int rn_atomic_open(struct rn_atomic *f, const char *path, bool overwrite,
+                   struct resnet_error *err);
+
+/* Appends n bytes. On failure (RESNET_EIO) the temporary file is gone. */
+int rn_atomic_write(struct rn_atomic *f, const void *buf, size_t n,
+                    struct resnet_error *err);
+
+/*
+ * Flushes the file to disk and moves it onto path; without overwrite an
+ * existing path is kept and is an error (as rn_atomic_check()). Either
+ * way the temporary file is gone. Returns RESNET_EIO.
+ */
+int rn_atomic_commit(struct rn_atomic *f, struct resnet_error *err);
+
+/*
+ * Removes the temporary file, if one is open; path is untouched. Safe
+ * after any of the functions above and on an all-zero struct.
+ */
+void rn_atomic_abort(struct rn_atomic *f);
+
+/* ------------------------------------------------------------------ */
 /* lib/image.c, lib/resize.c, lib/png.c, lib/jpeg.c: images             */
 
 /*
@@ -383,6 +430,14 @@ int rn_arch_expected(const struct resnet_arch *arch,
                      struct resnet_error *err);
 
 /*
+ * Reads the text file at path (a description or a label list, at most
+ * 16 MiB) into *out, a new NUL-terminated string of *len bytes. Returns
+ * RESNET_EIO, RESNET_EFORMAT (too large) or RESNET_ENOMEM.
+ */
+int rn_read_text(const char *path, char **out, size_t *len,
+                 struct resnet_error *err);
+
+/*
  * Builds an architecture from the JSON text of a description without
  * reading label files; name is used in messages and as its path. *out is
  * new; free with resnet_arch_free(). Returns as rn_desc_parse().
@@ -406,25 +461,20 @@ int rn_arch_parse(struct resnet_arch **out, const char *json, size_t len,
 int rn_recognize(const struct rn_state_dict *sd, const char *source,
                  const char *weights, char **json, struct resnet_error *err);
 
-/*
- * Checks that sd holds exactly the tensors arch reads, each with the
- * shape it expects. Returns RESNET_ESHAPE naming the first tensor that
- * is missing, unexpected or of the wrong shape, or RESNET_ENOMEM.
- */
-int rn_check_tensors(const struct rn_state_dict *sd,
-                     const struct resnet_arch *arch, const char *source,
-                     struct resnet_error *err);
-
 /* ------------------------------------------------------------------ */
 /* lib/check.c: a weights file against an architecture                 */
 
 /*
- * resnet_weights_check() on a file already loaded; path, when not NULL,
- * is named in each message after the tensor ("missing tensor 'fc.bias'
- * in 'w.safetensors'").
+ * resnet_weights_check() on tensors already in memory (a mapped file or
+ * a state dict); path, when not NULL, is named in each message after the
+ * tensor ("missing tensor 'fc.bias' in 'w.safetensors'"). With
+ * shapes_only, only missing, unexpected and misshapen tensors are
+ * problems, not dtypes or values. summary->file_size is left 0 for the
+ * caller to fill in.
  */
 int rn_weights_check(const struct resnet_arch *arch,
-                     const struct rn_safetensors *st, const char *path,
+                     const struct rn_tensor *tensors, int n_tensors,
+                     const char *path, bool shapes_only,
                      resnet_problem_fn fn, void *ctx,
                      struct resnet_weights_summary *summary,
                      struct resnet_error *err);

@@ -272,8 +272,8 @@ int resnet_model_load(struct resnet_model **out, struct resnet_arch *arch,
     if ((rc = resnet_arch_set_input(arch, arch->desc->h_in, arch->desc->w_in,
                                     err)) ||
         (rc = rn_safetensors_load(&st, weights_path, err)) ||
-        (rc = rn_weights_check(arch, st, weights_path, NULL, NULL, NULL,
-                               err)) ||
+        (rc = rn_weights_check(arch, st->tensors, st->n_tensors,
+                               weights_path, false, NULL, NULL, NULL, err)) ||
         (rc = build_ops(m, st, err))) {
         goto out;
     }

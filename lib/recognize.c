@@ -274,18 +274,6 @@ static cJSON *describe(const struct guess *g, const char *source,
     return root;
 }
 
-/* "2x3x4" */
-static void format_shape(char *buf, size_t size, int n_dims,
-                         const int64_t *shape) {
-    size_t len = 0;
-
-    buf[0] = '\0';
-    for (int i = 0; i < n_dims && len < size; i++) {
-        len += (size_t)snprintf(buf + len, size - len, "%s%lld",
-                                i ? "x" : "", (long long)shape[i]);
-    }
-}
-
 static bool same_shape(const struct rn_tensor *t, const struct rn_expected *e) {
     if (t->n_dims != e->n_dims) {
         return false;
@@ -368,59 +356,6 @@ static int cannot_place(const struct rn_state_dict *sd,
                     source, n, names);
 }
 
-/*
- * TODO: this repeats the core of lib/check.c's rn_weights_check(), which
- * takes a mapped safetensors file and reports every problem; share one
- * check once that takes a tensor list. Nothing breaks meanwhile.
- */
-int rn_check_tensors(const struct rn_state_dict *sd,
-                     const struct resnet_arch *arch, const char *source,
-                     struct resnet_error *err) {
-    struct rn_expected *e = NULL;
-    char want[64], got[64];
-    int n_e = 0, rc;
-
-    if ((rc = rn_arch_expected(arch, &e, &n_e, err))) {
-        goto out;
-    }
-    for (int k = 0; k < n_e; k++) {
-        const struct rn_tensor *t = find(sd, e[k].name);
-
-        if (!t) {
-            rc = rn_error(err, RESNET_ESHAPE, 0,
-                          "tensor '%s' of model '%s' is missing from '%s'",
-                          e[k].name, resnet_arch_name(arch), source);
-            goto out;
-        }
-        if (!same_shape(t, &e[k])) {
-            format_shape(want, sizeof want, e[k].n_dims, e[k].shape);
-            format_shape(got, sizeof got, t->n_dims, t->shape);
-            rc = rn_error(err, RESNET_ESHAPE, 0,
-                          "bad shape for '%s' in '%s' (expected %s, got %s)",
-                          e[k].name, source, want, got);
-            goto out;
-        }
-    }
-    for (int i = 0; i < sd->n_tensors; i++) {
-        bool known = false;
-
-        for (int k = 0; k < n_e && !known; k++) {
-            known = strcmp(e[k].name, sd->tensors[i].name) == 0;
-        }
-        if (!known) {
-            rc = rn_error(err, RESNET_ESHAPE, 0,
-                          "unexpected tensor '%s' in '%s' (model '%s' has "
-                          "no such tensor)",
-                          sd->tensors[i].name, source, resnet_arch_name(arch));
-            goto out;
-        }
-    }
-
-out:
-    free(e);
-    return rc;
-}
-
 int rn_recognize(const struct rn_state_dict *sd, const char *source,
                  const char *weights, char **json, struct resnet_error *err) {
     struct guess g = {0};
@@ -453,7 +388,8 @@ int rn_recognize(const struct rn_state_dict *sd, const char *source,
         goto out;
     }
     if (rc || unplaced(sd, e, n_e, names, sizeof names, &n_left) ||
-        rn_check_tensors(sd, arch, source, NULL)) {
+        rn_weights_check(arch, sd->tensors, sd->n_tensors, source, true,
+                         NULL, NULL, NULL, NULL)) {
         rc = cannot_place(sd, e, n_e, source, err);
         goto out;
     }

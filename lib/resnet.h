@@ -424,7 +424,11 @@ struct resnet_convert_info {
  * tensors are checked against that description (which is copied);
  * otherwise the ResNet is recognised from tensor names and shapes, and
  * when none fits, only the weights are written and info->unrecognised
- * says which tensors could not be placed.
+ * says which tensors could not be placed. A description's tensors are
+ * then checked as resnet_weights_check() checks a file, after the dtype
+ * conversion (so NaN, Inf and BatchNorm variances not above zero are
+ * refused, also when narrowing made them); the first problem is the
+ * error, naming in_path.
  * Floating-point tensors are written as opts->dtype. Each output is
  * written to a temporary file and renamed into place; existing files are
  * kept unless opts->overwrite, and on failure no output is left.

@@ -2,7 +2,7 @@
  * safetensors files: an 8-byte little-endian header length N, N bytes of
  * JSON naming each tensor's dtype, shape and byte range, then the data.
  * Reading maps the file and checks every header value against the file
- * before use; writing goes to a temporary file that is renamed into place.
+ * before use; writing goes through lib/atomic.c, so a file appears whole.
  */
 #include <config.h>
 
@@ -792,186 +792,47 @@ static int build_header(struct strbuf *b, const struct rn_tensor *tensors,
     return RESNET_OK;
 }
 
-static int write_all(int fd, const void *buf, size_t n) {
-    const char *p = buf;
-
-    while (n > 0) {
-        ssize_t got = write(fd, p, n);
-        if (got < 0 && errno == EINTR) {
-            continue;
-        }
-        if (got <= 0) {
-            return got < 0 ? errno : EIO;
-        }
-        p += got;
-        n -= (size_t)got;
-    }
-    return 0;
-}
-
-/* "<dir>/.<name>.XXXXXX" for mkstemp(), next to path. */
-static char *temp_template(const char *path) {
-    const char *slash = strrchr(path, '/');
-    size_t dir_len = slash ? (size_t)(slash - path) + 1 : 0;
-    size_t len = strlen(path) + sizeof "/..XXXXXX";
-    char *tmpl = malloc(len);
-
-    if (tmpl) {
-        snprintf(tmpl, len, "%.*s.%s.XXXXXX", (int)dir_len, path,
-                 path + dir_len);
-    }
-    return tmpl;
-}
-
-/* Writes length, header and data to fd, then flushes them to disk. */
-static int write_body(int fd, const struct strbuf *header,
-                      const struct rn_tensor *tensors, int n) {
+/* Writes length, header and data to f. */
+static int write_body(struct rn_atomic *f, const struct strbuf *header,
+                      const struct rn_tensor *tensors, int n,
+                      struct resnet_error *err) {
     unsigned char len[8];
-    int e;
+    int rc;
 
     for (int i = 0; i < 8; i++) {
         len[i] = (unsigned char)((uint64_t)header->len >> (8 * i));
     }
-    e = write_all(fd, len, sizeof len);
-    if (!e) {
-        e = write_all(fd, header->p, header->len);
+    rc = rn_atomic_write(f, len, sizeof len, err);
+    if (!rc) {
+        rc = rn_atomic_write(f, header->p, header->len, err);
     }
-    for (int i = 0; !e && i < n; i++) {
-        e = write_all(fd, tensors[i].data, tensors[i].n_bytes);
+    for (int i = 0; !rc && i < n; i++) {
+        rc = rn_atomic_write(f, tensors[i].data, tensors[i].n_bytes, err);
     }
-    if (!e && fsync(fd) != 0) {
-        e = errno;
-    }
-    return e;
-}
-
-/* Moves tmp to path; without overwrite, fails if path appeared since. */
-static int publish(const char *tmp, const char *path, bool overwrite) {
-    if (overwrite) {
-        return rename(tmp, path) == 0 ? 0 : errno;
-    }
-    // link() refuses an existing target, where rename() would replace it.
-    if (link(tmp, path) == 0) {
-        unlink(tmp);
-        return 0;
-    }
-    if (errno != EPERM && errno != ENOTSUP && errno != ENOSYS) {
-        return errno;
-    }
-    // No hard links on this file system: check, then rename.
-    if (access(path, F_OK) == 0) {
-        return EEXIST;
-    }
-    return rename(tmp, path) == 0 ? 0 : errno;
-}
-
-/* EIO with errno EEXIST, without strerror's text after the message. */
-static int exists_error(const char *path, struct resnet_error *err) {
-    rn_error(err, RESNET_EIO, 0, "'%s' exists (use --force to overwrite)",
-             path);
-    if (err) {
-        err->sys_errno = EEXIST;
-    }
-    return RESNET_EIO;
-}
-
-/* Makes a rename in path's folder durable; failure only costs that. */
-static void sync_dir(const char *path) {
-    const char *slash = strrchr(path, '/');
-    char *dir = slash ? strndup(path, (size_t)(slash - path) + 1)
-                      : strdup(".");
-    int fd = dir ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
-
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-    free(dir);
-}
-
-/*
- * Creates the temporary file from the template tmp (mkstemp fills in
- * the name) and writes the whole file into it. On failure the temporary
- * file is gone again.
- */
-static int write_temp(char *tmp, const struct strbuf *header,
-                      const struct rn_tensor *tensors, int n,
-                      const char *path, struct resnet_error *err) {
-    mode_t mask;
-    int fd, e;
-
-    fd = mkstemp(tmp);
-    if (fd < 0) {
-        return rn_error(err, RESNET_EIO, errno,
-                        "cannot create a temporary file for '%s'", path);
-    }
-
-    // mkstemp() makes the file private; give it a plain creat()'s mode.
-    // TODO: umask() is process-wide, so a file another thread creates
-    // between these two calls ignores the umask; fine for the CLI,
-    // revisit if the library is used from threaded programs.
-    mask = umask(0);
-    umask(mask);
-    fchmod(fd, 0666 & ~mask);
-
-    e = write_body(fd, header, tensors, n);
-    if (close(fd) != 0 && !e) {
-        e = errno;
-    }
-    if (e) {
-        unlink(tmp);
-        return rn_error(err, RESNET_EIO, e, "cannot write '%s'", path);
-    }
-    return RESNET_OK;
+    return rc;
 }
 
 int rn_safetensors_write(const char *path, const struct rn_tensor *tensors,
                          int n, const char *const *metadata, int n_meta,
                          bool overwrite, struct resnet_error *err) {
     struct strbuf header = {0};
-    struct stat sb;
-    char *tmp = NULL;
-    int e, rc;
+    struct rn_atomic f = {0};
+    int rc;
 
-    rc = check_tensors(tensors, n, path, err);
-    if (rc) {
-        goto out;
-    }
-    rc = build_header(&header, tensors, n, metadata, n_meta, path, err);
-    if (rc) {
+    if ((rc = check_tensors(tensors, n, path, err)) ||
+        (rc = build_header(&header, tensors, n, metadata, n_meta, path,
+                           err))) {
         goto out;
     }
 
-    // Fail early for an existing file; publish() checks again at the end.
-    if (!overwrite && lstat(path, &sb) == 0) {
-        rc = exists_error(path, err);
+    // Each step removes the temporary file again if it fails.
+    if ((rc = rn_atomic_open(&f, path, overwrite, err)) ||
+        (rc = write_body(&f, &header, tensors, n, err))) {
         goto out;
     }
-
-    tmp = temp_template(path);
-    if (!tmp) {
-        rc = rn_error(err, RESNET_ENOMEM, 0,
-                      "out of memory writing '%s'", path);
-        goto out;
-    }
-    rc = write_temp(tmp, &header, tensors, n, path, err);
-    if (rc) {
-        goto out;
-    }
-
-    // Move it into place; until then path is untouched.
-    e = publish(tmp, path, overwrite);
-    if (e) {
-        unlink(tmp);
-        rc = e == EEXIST ? exists_error(path, err)
-                         : rn_error(err, RESNET_EIO, e, "cannot write '%s'",
-                                    path);
-        goto out;
-    }
-    sync_dir(path);
+    rc = rn_atomic_commit(&f, err);
 
 out:
-    free(tmp);
     free(header.p);
     return rc;
 }

@@ -2,7 +2,8 @@
 # resnet inspect -w names every problem of a weights file on its own line
 # (missing, unexpected, misshapen tensors, wrong dtypes, NaN or Inf,
 # BatchNorm variances not above zero) and exits 1; a good file exits 0.
-# The model loader runs the same check and stops at the first problem.
+# The model loader and convert run the same check and stop at the first
+# problem, naming the file.
 . "${top_srcdir:-.}/tests/lib.sh"
 
 py=/usr/bin/python3
@@ -138,5 +139,36 @@ expect_exit 1 "$RESNET" classify -m "$tmp/tiny.json" \
 printf "resnet: bad variance for 'bn1.running_var' in '%s' (1 of 4 not above zero, first -0.5 at index 2)\n" \
     "$tmp/variance.safetensors" >"$tmp/want"
 expect_same "$tmp/want" "$tmp/err"
+
+# convert checks the same way, after recognising the network or against
+# --arch, and then writes nothing. (num_batches_tracked is left out, so
+# the stray one in extra.safetensors is no problem here.)
+mkdir "$tmp/conv" || exit 1
+# converts NAME ARGS...: convert exits 1 with one line for NAME's file.
+converts() {
+    name=$1
+    shift
+    expect_exit 1 "$RESNET" convert "$@" -o "$tmp/conv/$name.safetensors" \
+        "$tmp/$name.safetensors"
+    printf "resnet: %s\n" "$(printf "$line" "$tmp/$name.safetensors")" \
+        >"$tmp/want"
+    expect_same "$tmp/want" "$tmp/err"
+    [ -z "$(ls -A "$tmp/conv")" ] ||
+        fail "convert of $name left $(ls -A "$tmp/conv")"
+}
+line="bad variance for 'bn1.running_var' in '%s' (1 of 4 not above zero, first -0.5 at index 2)"
+converts variance
+converts variance --arch "$tmp/tiny.json"
+line="bad values for 'layer1.0.conv1.weight' in '%s' (2 NaN and 1 Inf of 144, first at index 5)"
+converts nan --dtype f16
+line="missing tensor 'fc.bias' in '%s'"
+converts missing --arch "$tmp/tiny.json"
+line="unexpected tensor 'fc.extra' in '%s'"
+converts extra --arch "$tmp/tiny.json"
+expect_exit 0 "$RESNET" convert --arch "$tmp/tiny.json" \
+    -o "$tmp/conv/good.safetensors" "$tmp/good-BF16.safetensors"
+printf 'tiny\t%s\t%s\n' "$tmp/conv/good.safetensors" "$tmp/conv/good.json" \
+    >"$tmp/want"
+expect_same "$tmp/want" "$tmp/out"
 
 finish

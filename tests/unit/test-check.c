@@ -1,7 +1,8 @@
 /*
  * The weights check: a good file passes with its dtypes counted; every
- * problem is reported once, in layer order then file order; the model
- * loader stops at the first one and names the file.
+ * problem is reported once, in layer order then file order; the same
+ * check runs on tensors in memory; the model loader stops at the first
+ * problem and names the file.
  */
 #include <config.h>
 
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -87,6 +89,18 @@ static void on_problem(void *ctx, const struct resnet_problem *p) {
     s->n++;
 }
 
+/* The callback saw n problems, of the kinds in want. */
+static void expect_kinds(const struct seen *s,
+                         const enum resnet_problem_kind *want, int n) {
+    for (int i = 0; i < s->n && i < n; i++) {
+        if (s->kind[i] != want[i]) {
+            fail_msg("problem %d: kind %d, expected %d (%s)", i, s->kind[i],
+                     want[i], s->msg[i]);
+        }
+    }
+    assert_int_equal(s->n, n);
+}
+
 /* Appends an F32 tensor of the given shape, values 0.25 (1.0 for
  * variances); returns its index. */
 static int add_tensor(struct file *f, const char *name, int n_dims,
@@ -157,6 +171,7 @@ static void good_file_passes_with_sizes_by_dtype(void **state) {
     struct resnet_weights_summary s;
     struct seen seen = {0};
     char path[4300];
+    struct stat sb;
     int n;
 
     (void)state;
@@ -173,27 +188,35 @@ static void good_file_passes_with_sizes_by_dtype(void **state) {
     assert_int_equal(s.n_dtypes, 1);
     assert_string_equal(s.dtypes[0].name, "F32");
     assert_int_equal(s.dtypes[0].n_bytes, 4 * s.dtypes[0].n_elems);
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(s.file_size, sb.st_size);
 }
 
-/* A file with one of each problem, in an order the report must fix. */
-static void make_bad(const char *path) {
+/* Tensors with one of each problem, in an order the report must fix. */
+static void make_bad_tensors(struct file *f) {
     static const int64_t wrong[] = {4, 3, 3};
-    struct file f;
     int i;
 
-    make_good(&f);
-    assert_int_equal(find(&f, "fc.bias"), f.n - 1);
-    free(f.data[--f.n]); // fc.bias, the last tensor
-    add_tensor(&f, "stray", 3, wrong);
-    f.t[find(&f, "conv1.weight")].n_dims = 3; // 4x3x3, not 4x3x3x3
-    f.t[find(&f, "conv1.weight")].n_elems = 36;
-    f.t[find(&f, "conv1.weight")].n_bytes = 144;
-    f.data[find(&f, "layer1.0.conv2.weight")][5] = NAN;
-    f.data[find(&f, "layer1.0.conv2.weight")][9] = -INFINITY;
-    i = find(&f, "layer2.0.bn1.running_var");
-    f.data[i][3] = -0.0f; // zero of either sign is no variance
-    f.data[i][4] = 1e-40f; // a positive subnormal is one
-    f.t[find(&f, "fc.weight")].dtype = RN_DTYPE_I32;
+    make_good(f);
+    assert_int_equal(find(f, "fc.bias"), f->n - 1);
+    free(f->data[--f->n]); // fc.bias, the last tensor
+    add_tensor(f, "stray", 3, wrong);
+    f->t[find(f, "conv1.weight")].n_dims = 3; // 4x3x3, not 4x3x3x3
+    f->t[find(f, "conv1.weight")].n_elems = 36;
+    f->t[find(f, "conv1.weight")].n_bytes = 144;
+    f->data[find(f, "layer1.0.conv2.weight")][5] = NAN;
+    f->data[find(f, "layer1.0.conv2.weight")][9] = -INFINITY;
+    i = find(f, "layer2.0.bn1.running_var");
+    f->data[i][3] = -0.0f; // zero of either sign is no variance
+    f->data[i][4] = 1e-40f; // a positive subnormal is one
+    f->t[find(f, "fc.weight")].dtype = RN_DTYPE_I32;
+}
+
+/* The bad tensors as a file at path. */
+static void make_bad(const char *path) {
+    struct file f;
+
+    make_bad_tensors(&f);
     write_file(&f, path);
 }
 
@@ -214,13 +237,7 @@ static void every_problem_is_reported_in_order(void **state) {
     assert_int_equal(resnet_weights_check(arch, path, on_problem, &seen, &s,
                                           &err),
                      RESNET_ESHAPE);
-    for (int i = 0; i < seen.n && i < 6; i++) {
-        if (seen.kind[i] != want[i]) {
-            fail_msg("problem %d: kind %d, expected %d (%s)", i,
-                     seen.kind[i], want[i], seen.msg[i]);
-        }
-    }
-    assert_int_equal(seen.n, 6);
+    expect_kinds(&seen, want, 6);
     assert_int_equal(s.n_problems, 6);
     assert_string_equal(err.msg, seen.msg[0]);
     assert_string_equal(seen.msg[0], "bad shape for 'conv1.weight' "
@@ -235,6 +252,50 @@ static void every_problem_is_reported_in_order(void **state) {
                                      "F32, F16 or BF16, got I32)");
     assert_string_equal(seen.msg[4], "missing tensor 'fc.bias'");
     assert_string_equal(seen.msg[5], "unexpected tensor 'stray'");
+}
+
+/*
+ * The check on tensors in memory (as convert has them): with
+ * shapes_only, dtypes and values are no problem; the file is named in
+ * every message; the summary counts the list and leaves file_size 0.
+ */
+static void tensor_list_check_names_its_file_and_can_skip_values(
+    void **state) {
+    static const enum resnet_problem_kind want[] = {
+        RESNET_PROBLEM_SHAPE, RESNET_PROBLEM_MISSING,
+        RESNET_PROBLEM_UNEXPECTED,
+    };
+    struct resnet_weights_summary s;
+    struct resnet_error err = {0};
+    struct seen shapes = {0}, all = {0};
+    struct file f;
+
+    (void)state;
+    make_bad_tensors(&f);
+    assert_int_equal(rn_weights_check(arch, f.t, f.n, "in.pth", true,
+                                      on_problem, &shapes, &s, &err),
+                     RESNET_ESHAPE);
+    expect_kinds(&shapes, want, 3);
+    assert_int_equal(s.n_problems, 3);
+    assert_int_equal(s.n_tensors, f.n);
+    assert_int_equal(s.file_size, 0);
+    assert_string_equal(err.msg, "bad shape for 'conv1.weight' in 'in.pth' "
+                                 "(expected 4x3x3x3, got 4x3x3)");
+    assert_string_equal(shapes.msg[1], "missing tensor 'fc.bias' in "
+                                       "'in.pth'");
+    assert_string_equal(shapes.msg[2], "unexpected tensor 'stray' in "
+                                       "'in.pth'");
+
+    assert_int_equal(rn_weights_check(arch, f.t, f.n, "in.pth", false,
+                                      on_problem, &all, NULL, NULL),
+                     RESNET_ESHAPE);
+    assert_int_equal(all.n, 6);
+    assert_string_equal(all.msg[1], "bad values for 'layer1.0.conv2.weight'"
+                                    " in 'in.pth' (1 NaN and 1 Inf of 144, "
+                                    "first at index 5)");
+    for (int i = 0; i < f.n; i++) {
+        free(f.data[i]);
+    }
 }
 
 static void model_load_stops_at_the_first_problem(void **state) {
@@ -274,6 +335,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(good_file_passes_with_sizes_by_dtype),
         cmocka_unit_test(every_problem_is_reported_in_order),
+        cmocka_unit_test(tensor_list_check_names_its_file_and_can_skip_values),
         cmocka_unit_test(model_load_stops_at_the_first_problem),
         cmocka_unit_test(unreadable_file_reports_no_problems),
     };

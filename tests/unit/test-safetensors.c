@@ -1,7 +1,8 @@
 /*
  * Unit tests for lib/safetensors.c: write/load round trips, exact dtype
  * conversion against a reference written here, hostile headers built
- * here, and the shared weight cases ($RESNET_SHARED_CASES/weights).
+ * here, and the shared weight cases ($RESNET_SHARED_CASES/weights); and
+ * for lib/atomic.c, the writer under rn_safetensors_write().
  */
 #include <config.h>
 
@@ -295,6 +296,99 @@ static void failed_write_leaves_nothing_behind(void **state) {
         fail_msg("files left behind after failed writes:\n%s", names);
     }
     free(big);
+}
+
+/* The whole content of the small file at path, NUL-terminated. */
+static void read_small(const char *path, char *buf, size_t size) {
+    FILE *f = fopen(path, "rb");
+    size_t n;
+
+    assert_non_null(f);
+    n = fread(buf, 1, size - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+}
+
+static void atomic_file_appears_on_commit_with_umask_mode(void **state) {
+    struct rn_atomic f = {0};
+    struct resnet_error err = {0};
+    char path[8192], names[8192], got[16];
+    struct stat sb;
+    mode_t old;
+
+    (void)state;
+    tmp_path(path, sizeof path, "a.json");
+    old = umask(027);
+    assert_int_equal(rn_atomic_open(&f, path, false, &err), RESNET_OK);
+    umask(old);
+    assert_int_equal(rn_atomic_write(&f, "abc", 3, &err), RESNET_OK);
+
+    // Until the commit only a hidden temporary file is there.
+    assert_int_equal(count_entries(names, sizeof names), 1);
+    assert_int_equal(names[0], '.');
+    assert_int_equal(access(path, F_OK), -1);
+
+    assert_int_equal(rn_atomic_commit(&f, &err), RESNET_OK);
+    read_small(path, got, sizeof got);
+    assert_string_equal(got, "abc");
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0640);
+    assert_int_equal(count_entries(names, sizeof names), 1);
+    rn_atomic_abort(&f); // a no-op after a commit
+    assert_int_equal(access(path, F_OK), 0);
+}
+
+static void atomic_commit_keeps_a_file_that_appeared_meanwhile(
+    void **state) {
+    struct rn_atomic f = {0};
+    struct resnet_error err = {0};
+    char path[8192], names[8192], want[8300], got[16];
+
+    (void)state;
+    tmp_path(path, sizeof path, "b.json");
+    assert_int_equal(rn_atomic_open(&f, path, false, &err), RESNET_OK);
+    assert_int_equal(rn_atomic_write(&f, "new", 3, &err), RESNET_OK);
+    write_bytes(path, "old", 3);
+    assert_int_equal(rn_atomic_commit(&f, &err), RESNET_EIO);
+    assert_int_equal(err.sys_errno, EEXIST);
+    snprintf(want, sizeof want, "'%s' exists (use --force to overwrite)",
+             path);
+    assert_string_equal(err.msg, want);
+    read_small(path, got, sizeof got);
+    assert_string_equal(got, "old");
+    if (count_entries(names, sizeof names) != 1) {
+        fail_msg("expected only b.json, found:\n%s", names);
+    }
+
+    // With overwrite it is replaced.
+    assert_int_equal(rn_atomic_open(&f, path, true, &err), RESNET_OK);
+    assert_int_equal(rn_atomic_write(&f, "new", 3, &err), RESNET_OK);
+    assert_int_equal(rn_atomic_commit(&f, &err), RESNET_OK);
+    read_small(path, got, sizeof got);
+    assert_string_equal(got, "new");
+}
+
+static void atomic_abort_leaves_nothing(void **state) {
+    struct rn_atomic none = {0}, f = {0};
+    struct resnet_error err = {0};
+    char path[8192], names[8192];
+
+    (void)state;
+    rn_atomic_abort(&none); // nothing open: nothing to do
+    tmp_path(path, sizeof path, "c.json");
+    assert_int_equal(rn_atomic_open(&f, path, false, &err), RESNET_OK);
+    assert_int_equal(rn_atomic_write(&f, "abc", 3, &err), RESNET_OK);
+    rn_atomic_abort(&f);
+    rn_atomic_abort(&f);
+    if (count_entries(names, sizeof names) != 0) {
+        fail_msg("files left behind after an abort:\n%s", names);
+    }
+
+    // An existing target is refused before any file is made.
+    write_bytes(path, "old", 3);
+    assert_int_equal(rn_atomic_open(&f, path, false, &err), RESNET_EIO);
+    assert_int_equal(err.sys_errno, EEXIST);
+    assert_int_equal(count_entries(names, sizeof names), 1);
 }
 
 /* ------------------------------------------------------------------ */
@@ -859,6 +953,13 @@ int main(void) {
         cmocka_unit_test_teardown(
             write_refuses_existing_file_unless_overwrite, clean_tmp_dir),
         cmocka_unit_test_teardown(failed_write_leaves_nothing_behind,
+                                  clean_tmp_dir),
+        cmocka_unit_test_teardown(
+            atomic_file_appears_on_commit_with_umask_mode, clean_tmp_dir),
+        cmocka_unit_test_teardown(
+            atomic_commit_keeps_a_file_that_appeared_meanwhile,
+            clean_tmp_dir),
+        cmocka_unit_test_teardown(atomic_abort_leaves_nothing,
                                   clean_tmp_dir),
         cmocka_unit_test(all_bf16_patterns_widen_exactly),
         cmocka_unit_test(all_f16_patterns_widen_exactly),
