@@ -18,6 +18,25 @@
 static const uint8_t png_magic[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a,
                                      '\n'};
 
+/* The decoder that a file's first bytes call for. */
+enum kind { KIND_NONE, KIND_PNG, KIND_JPEG };
+
+static enum kind sniff(const uint8_t *p, size_t len) {
+    if (len >= sizeof png_magic &&
+        memcmp(p, png_magic, sizeof png_magic) == 0) {
+        return KIND_PNG;
+    }
+    if (len >= 3 && p[0] == 0xff && p[1] == 0xd8 && p[2] == 0xff) {
+        return KIND_JPEG;
+    }
+    return KIND_NONE;
+}
+
+static int not_an_image(const char *name, struct resnet_error *err) {
+    return rn_error(err, RESNET_EFORMAT, 0, "'%s' is not a JPEG or PNG image",
+                    name);
+}
+
 /*
  * The largest file worth reading for a pixel budget: 8 bytes a pixel (an
  * uncompressed 16-bit RGBA PNG) plus 64 MiB of other chunks.
@@ -32,12 +51,37 @@ static size_t file_limit(size_t max_pixels) {
 }
 
 /*
- * Reads all of fd into a new buffer; returns errno or 0, EFBIG when the
- * file holds more than max_len bytes.
+ * Reads up to n bytes into buf, stopping early only at end of file; *got
+ * is the count. Returns errno or 0.
  */
-static int read_all(int fd, size_t max_len, uint8_t **buf, size_t *len) {
+static int read_some(int fd, uint8_t *buf, size_t n, size_t *got) {
+    *got = 0;
+    while (*got < n) {
+        ssize_t r = read(fd, buf + *got, n - *got);
+
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r < 0) {
+            return errno;
+        }
+        if (r == 0) {
+            break;
+        }
+        *got += (size_t)r;
+    }
+    return 0;
+}
+
+/*
+ * Reads the rest of fd into a new buffer that starts with the n_head bytes
+ * already read from it; returns errno or 0, EFBIG when the file holds more
+ * than max_len bytes.
+ */
+static int read_rest(int fd, const uint8_t *head, size_t n_head,
+                     size_t max_len, uint8_t **buf, size_t *len) {
     struct stat st;
-    size_t cap, n = 0;
+    size_t cap, n = n_head;
     uint8_t *p;
 
     if (fstat(fd, &st) != 0) {
@@ -51,10 +95,14 @@ static int read_all(int fd, size_t max_len, uint8_t **buf, size_t *len) {
         }
         cap = (size_t)st.st_size + 1;
     }
+    if (cap <= n_head) {
+        cap = n_head + 1;
+    }
     p = malloc(cap);
     if (!p) {
         return ENOMEM;
     }
+    memcpy(p, head, n_head);
     for (;;) {
         ssize_t got;
 
@@ -88,6 +136,30 @@ static int read_all(int fd, size_t max_len, uint8_t **buf, size_t *len) {
     *buf = p;
     *len = n;
     return 0;
+}
+
+/*
+ * Opens path for reading without waiting for a FIFO's writer, then makes
+ * reads block again: a FIFO nobody writes to reads as empty, while a pipe
+ * such as bash's <(cat x.png) still delivers all it is given. Returns the
+ * descriptor, or -1 with errno set.
+ */
+static int open_input(const char *path) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    int flags;
+
+    if (fd < 0) {
+        return -1;
+    }
+    flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
+        int e = errno;
+
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
 }
 
 /*
@@ -216,24 +288,34 @@ int rn_image_check_size(long w, long h, size_t max_pixels, const char *name,
 
 int resnet_image_load(struct resnet_image **out, const char *path,
                       size_t max_pixels, struct resnet_error *err) {
-    uint8_t *buf = NULL;
-    size_t len = 0;
+    uint8_t head[sizeof png_magic], *buf = NULL;
+    size_t n_head = 0, len = 0, limit;
     int fd, e, rc;
 
     *out = NULL;
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        return rn_error(err, RESNET_EIO, errno, "cannot open '%s'", path);
-    }
     if (max_pixels == 0) {
         max_pixels = RESNET_MAX_PIXELS;
     }
-    e = read_all(fd, file_limit(max_pixels), &buf, &len);
+    limit = file_limit(max_pixels);
+    fd = open_input(path);
+    if (fd < 0) {
+        return rn_error(err, RESNET_EIO, errno, "cannot open '%s'", path);
+    }
+
+    // The signature first: /dev/zero or a huge text file is not read in.
+    e = read_some(fd, head, sizeof head, &n_head);
+    if (!e && sniff(head, n_head) == KIND_NONE) {
+        close(fd);
+        return not_an_image(path, err);
+    }
+    if (!e) {
+        e = read_rest(fd, head, n_head, limit, &buf, &len);
+    }
     close(fd);
     if (e == EFBIG) {
         return rn_error(err, RESNET_EUNSUPPORTED, 0,
                         "image '%s' is too large (over %zu bytes)", path,
-                        file_limit(max_pixels));
+                        limit);
     }
     if (e == ENOMEM) {
         return rn_error(err, RESNET_ENOMEM, 0,
@@ -256,15 +338,14 @@ int resnet_image_decode(struct resnet_image **out, const void *buf,
     if (max_pixels == 0) {
         max_pixels = RESNET_MAX_PIXELS;
     }
-    if (len >= sizeof png_magic &&
-        memcmp(p, png_magic, sizeof png_magic) == 0) {
+    switch (sniff(p, len)) {
+    case KIND_PNG:
         return rn_png_decode(out, p, len, name, max_pixels, err);
-    }
-    if (len >= 3 && p[0] == 0xff && p[1] == 0xd8 && p[2] == 0xff) {
+    case KIND_JPEG:
         return rn_jpeg_decode(out, p, len, name, max_pixels, err);
+    default:
+        return not_an_image(name, err);
     }
-    return rn_error(err, RESNET_EFORMAT, 0, "'%s' is not a JPEG or PNG image",
-                    name);
 }
 
 int resnet_image_crop(struct resnet_image **out,

@@ -1,7 +1,7 @@
 /*
  * Unit tests for the image steps that need no files: centre-crop rounding
- * and padding, Normalize's float32 arithmetic, the pixel budget and the
- * refusal of buffers that are no image.
+ * and padding, Normalize's float32 arithmetic, the pixel budget, the
+ * refusal of buffers that are no image, and reading from pipes and FIFOs.
  */
 #include <config.h>
 
@@ -12,6 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -282,6 +285,118 @@ static void decode_refuses_text(void **state) {
     assert_string_equal(err.msg, "'empty.jpg' is not a JPEG or PNG image");
 }
 
+/*
+ * A 2x1 RGB PNG, red then blue, its IDAT a zlib stream of one stored
+ * block; the CRCs are filled in at run time.
+ */
+static size_t make_png(uint8_t *png) {
+    static const uint8_t raw[7] = {0, 255, 0, 0, 0, 0, 255}; // filter, RGB
+    uint32_t a = 1, b = 0;
+    size_t n = 0;
+
+    memcpy(png, "\x89PNG\r\n\x1a\n", 8);
+    put32(png + 8, 13);
+    memcpy(png + 12, "IHDR", 4);
+    put32(png + 16, 2);
+    put32(png + 20, 1);
+    memcpy(png + 24, "\x08\x02\x00\x00\x00", 5); // 8-bit RGB
+    put32(png + 29, crc32_png(png + 12, 17));
+    n = 33;
+    put32(png + n, 2 + 5 + sizeof raw + 4);
+    memcpy(png + n + 4, "IDAT\x78\x01\x01\x07\x00\xf8\xff", 11);
+    memcpy(png + n + 15, raw, sizeof raw);
+    for (size_t i = 0; i < sizeof raw; i++) {
+        a = (a + raw[i]) % 65521;
+        b = (b + a) % 65521;
+    }
+    put32(png + n + 15 + sizeof raw, b << 16 | a);
+    put32(png + n + 19 + sizeof raw, crc32_png(png + n + 4, 15 + sizeof raw));
+    n += 23 + sizeof raw;
+    put32(png + n, 0);
+    memcpy(png + n + 4, "IEND", 4);
+    put32(png + n + 8, crc32_png(png + n + 4, 4));
+    return n + 12;
+}
+
+/* A FIFO nobody writes to is an empty file, not a wait without end. */
+static void load_fifo_without_writer_is_not_an_image(void **state) {
+    char dir[] = "/tmp/test-image.XXXXXX", path[64], want[128];
+    struct resnet_image *img = NULL;
+    struct resnet_error err = {0};
+    int rc;
+
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/fifo", dir);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    alarm(10); // a hang ends the test with SIGALRM
+    rc = resnet_image_load(&img, path, 0, &err);
+    alarm(0);
+    unlink(path);
+    rmdir(dir);
+    assert_int_equal(rc, RESNET_EFORMAT);
+    assert_null(img);
+    snprintf(want, sizeof want, "'%s' is not a JPEG or PNG image", path);
+    assert_string_equal(err.msg, want);
+}
+
+/*
+ * A pipe whose first 8 bytes are no signature is refused at once, though
+ * its writer keeps it open: nothing after them is waited for or read.
+ */
+static void load_checks_signature_before_reading_on(void **state) {
+    static const uint8_t zeros[4096];
+    struct resnet_image *img = NULL;
+    struct resnet_error err = {0};
+    char path[32];
+    int fds[2], rc;
+
+    (void)state;
+    assert_int_equal(pipe(fds), 0);
+    assert_int_equal(write(fds[1], zeros, sizeof zeros), sizeof zeros);
+    snprintf(path, sizeof path, "/dev/fd/%d", fds[0]);
+    alarm(10);
+    rc = resnet_image_load(&img, path, 0, &err);
+    alarm(0);
+    close(fds[0]);
+    close(fds[1]);
+    assert_int_equal(rc, RESNET_EFORMAT);
+    assert_null(img);
+}
+
+/* A pipe whose writer is slow, as <(cat x.png) can be, is read whole. */
+static void load_waits_for_a_slow_pipe(void **state) {
+    uint8_t png[128];
+    size_t n = make_png(png);
+    struct resnet_image *img = NULL;
+    struct resnet_error err = {0};
+    char path[32];
+    int fds[2], rc, status;
+    pid_t pid;
+
+    (void)state;
+    assert_int_equal(pipe(fds), 0);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+        usleep(200000);
+        _exit(write(fds[1], png, n) == (ssize_t)n ? 0 : 1);
+    }
+    close(fds[1]);
+    snprintf(path, sizeof path, "/dev/fd/%d", fds[0]);
+    rc = resnet_image_load(&img, path, 0, &err);
+    close(fds[0]);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (rc) {
+        fail_msg("loading '%s': %s", path, err.msg);
+    }
+    assert_int_equal(img->w, 2);
+    assert_int_equal(img->h, 1);
+    assert_memory_equal(img->data, "\xff\x00\x00\x00\x00\xff", 6);
+    resnet_image_free(img);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(crop_rounds_half_to_even),
@@ -292,6 +407,9 @@ int main(void) {
         cmocka_unit_test(decode_refuses_jpeg_over_budget),
         cmocka_unit_test(decode_refuses_png_over_budget),
         cmocka_unit_test(decode_refuses_text),
+        cmocka_unit_test(load_fifo_without_writer_is_not_an_image),
+        cmocka_unit_test(load_checks_signature_before_reading_on),
+        cmocka_unit_test(load_waits_for_a_slow_pipe),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
