@@ -29,6 +29,9 @@
 
 static const char lfs_magic[] = "version https://git-lfs.github.com/spec/";
 
+/* torch.save's zip archive; a legacy file or bare pickle starts 0x80. */
+static const char zip_magic[] = "PK\x03\x04";
+
 static const struct {
     const char *name;
     enum rn_dtype dtype;
@@ -104,11 +107,24 @@ out:
     return rc;
 }
 
+/*
+ * Whether a file that is no safetensors file looks like one torch.save
+ * wrote: a zip archive, or a pickle (protocol 2 and up start with 0x80,
+ * as does the legacy format's magic number).
+ */
+static bool is_torch_file(const unsigned char *map, size_t size) {
+    return (size >= sizeof zip_magic - 1
+            && memcmp(map, zip_magic, sizeof zip_magic - 1) == 0)
+           || (size >= 1 && map[0] == 0x80);
+}
+
 /* Checks the preamble and finds the JSON header's length. */
 static int check_preamble(const unsigned char *map, size_t size,
                           const char *path, size_t *header_len,
                           struct resnet_error *err) {
-    uint64_t n;
+    uint64_t n = size >= 8 ? load_le64(map) : 0;
+    bool ok = size >= 8 && n <= size - 8 && n <= MAX_HEADER_SIZE && n >= 2
+              && map[8] == '{';
 
     if (size >= sizeof lfs_magic - 1
         && memcmp(map, lfs_magic, sizeof lfs_magic - 1) == 0) {
@@ -116,12 +132,18 @@ static int check_preamble(const unsigned char *map, size_t size,
                         "'%s' is a Git LFS pointer, not weights "
                         "(run git lfs pull)", path);
     }
+
+    // Only a file that is no safetensors file: 0x80 can start a length.
+    if (!ok && is_torch_file(map, size)) {
+        return rn_error(err, RESNET_EFORMAT, 0,
+                        "'%s' is a PyTorch file, not safetensors "
+                        "(convert it with resnet convert)", path);
+    }
     if (size < 8) {
         return rn_error(err, RESNET_EFORMAT, 0,
                         "truncated safetensors file '%s' "
                         "(expected at least 8 bytes, got %zu)", path, size);
     }
-    n = load_le64(map);
     if (n > size - 8) {
         return rn_error(err, RESNET_EFORMAT, 0,
                         "truncated safetensors file '%s' (header of %llu "
@@ -134,7 +156,7 @@ static int check_preamble(const unsigned char *map, size_t size,
                         "at most %u allowed)",
                         path, (unsigned long long)n, MAX_HEADER_SIZE);
     }
-    if (n < 2 || map[8] != '{') {
+    if (!ok) {
         return rn_error(err, RESNET_EFORMAT, 0,
                         "not a safetensors file '%s' "
                         "(the header is not a JSON object)", path);

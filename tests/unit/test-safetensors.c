@@ -664,6 +664,14 @@ static const struct hostile hostile_cases[] = {
      "oid sha256:4d7a214614ab2935c943f9e0ff69d22e"
      "adbb8f32b1258daaa5e2ca24d17e2393\n"
      "size 12345\n", 0, "Git LFS pointer"},
+    {"torch.save zip archive", NULL, 0, 0,
+     "PK\x03\x04\x14\0\0\0\0\0\0\0!\0archive/data.pkl", 30,
+     "is a PyTorch file, not safetensors (convert it with resnet convert)"},
+    {"legacy torch.save file", NULL, 0, 0,
+     "\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.\x80", 16,
+     "is a PyTorch file, not safetensors (convert it with resnet convert)"},
+    {"bare pickle", NULL, 0, 0, "\x80\x04}\x94.", 5,
+     "is a PyTorch file, not safetensors (convert it with resnet convert)"},
 };
 
 static void hostile_files_are_refused_naming_the_file(void **state) {
@@ -703,6 +711,33 @@ static void hostile_files_are_refused_naming_the_file(void **state) {
         fail_msg("%d of %zu hostile files were not refused properly", n_bad,
                  n);
     }
+}
+
+/*
+ * Valid files that resemble refused ones load: a 128-byte header, whose
+ * length starts with the byte 0x80 of a pickle, and a name holding the
+ * six characters \u0000 (an escaped backslash), not a NUL.
+ */
+static void odd_but_valid_files_load(void **state) {
+    char header[129], path[8192];
+    struct rn_safetensors *st = NULL;
+    struct resnet_error err = {0};
+    int n;
+
+    (void)state;
+    n = snprintf(header, sizeof header, "%s",
+                 "{\"a\\\\u0000\":{\"dtype\":\"F32\",\"shape\":[1],"
+                 "\"data_offsets\":[0,4]}}");
+    memset(header + n, ' ', 128 - (size_t)n);
+    header[128] = '\0';
+    tmp_path(path, sizeof path, "odd.safetensors");
+    write_raw(path, UINT64_MAX, header, 4);
+    if (rn_safetensors_load(&st, path, &err) != RESNET_OK) {
+        fail_msg("%s", err.msg);
+    }
+    assert_int_equal(st->n_tensors, 1);
+    assert_string_equal(st->tensors[0].name, "a\\u0000");
+    rn_safetensors_free(st);
 }
 
 static void deeply_nested_header_is_refused(void **state) {
@@ -969,6 +1004,7 @@ int main(void) {
                                   clean_tmp_dir),
         cmocka_unit_test_teardown(hostile_files_are_refused_naming_the_file,
                                   clean_tmp_dir),
+        cmocka_unit_test_teardown(odd_but_valid_files_load, clean_tmp_dir),
         cmocka_unit_test_teardown(deeply_nested_header_is_refused,
                                   clean_tmp_dir),
         cmocka_unit_test_teardown(missing_file_folder_and_fifo_report_eio,
