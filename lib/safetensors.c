@@ -338,8 +338,8 @@ static int cmp_by_name(const void *a, const void *b) {
 }
 
 /*
- * Checks that the tensors tile the data area exactly, in some order: no
- * overlap, no gap, nothing after the last; and that names are unique.
+ * Checks that names are unique, and that the tensors tile the data area
+ * exactly, in some order: no overlap, no gap, nothing after the last.
  */
 static int check_layout(const struct rn_safetensors *st,
                         const unsigned char *data, size_t data_size,
@@ -355,6 +355,17 @@ static int check_layout(const struct rn_safetensors *st,
     }
     for (int i = 0; i < st->n_tensors; i++) {
         order[i] = &st->tensors[i];
+    }
+
+    // Names first: a key given twice would also overlap itself.
+    qsort(order, st->n_tensors, sizeof *order, cmp_by_name);
+    for (int i = 1; i < st->n_tensors; i++) {
+        if (strcmp(order[i - 1]->name, order[i]->name) == 0) {
+            rc = rn_error(err, RESNET_EFORMAT, 0,
+                          "bad safetensors header in '%s': "
+                          "duplicate tensor '%s'", path, order[i]->name);
+            goto out;
+        }
     }
 
     qsort(order, st->n_tensors, sizeof *order, cmp_by_offset);
@@ -378,15 +389,6 @@ static int check_layout(const struct rn_safetensors *st,
         goto out;
     }
 
-    qsort(order, st->n_tensors, sizeof *order, cmp_by_name);
-    for (int i = 1; i < st->n_tensors; i++) {
-        if (strcmp(order[i - 1]->name, order[i]->name) == 0) {
-            rc = rn_error(err, RESNET_EFORMAT, 0,
-                          "bad safetensors header in '%s': "
-                          "tensor '%s' appears twice", path, order[i]->name);
-            goto out;
-        }
-    }
 
 out:
     free(order);

@@ -647,7 +647,11 @@ static const struct hostile hostile_cases[] = {
     {"duplicate tensor name",
      "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
      "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}",
-     UINT64_MAX, 8, NULL, 0, "twice"},
+     UINT64_MAX, 8, NULL, 0, "duplicate tensor 'a'"},
+    {"duplicate tensor name on the same bytes",
+     "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+     "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}",
+     UINT64_MAX, 4, NULL, 0, "duplicate tensor 'a'"},
     {"metadata value that is not a string",
      "{\"__metadata__\":{\"n\":1}}", UINT64_MAX, 0, NULL, 0, "__metadata__"},
     {"not JSON", "{this is not json}      ", UINT64_MAX, 0, NULL, 0, "JSON"},
