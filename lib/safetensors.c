@@ -450,6 +450,52 @@ static int parse_json(cJSON **root, const char *json, size_t len,
                     path, off + 8);
 }
 
+/*
+ * Checks what cJSON's tree hides, on header text that has parsed: a NUL
+ * in a string (it would cut a tensor name short) and a number written
+ * with a fraction or an exponent (16.0 is no shape entry; every number in
+ * a header is a shape entry or an offset).
+ */
+static int check_json_text(const char *json, size_t len, const char *path,
+                           struct resnet_error *err) {
+    size_t i = 0;
+
+    while (i < len) {
+        size_t start = i;
+        bool is_int = true;
+
+        if (json[i] == '"') {
+            for (i++; i < len && json[i] != '"'; i += json[i] == '\\' ? 2 : 1) {
+                if (json[i] == '\0' || (json[i] == '\\' && i + 5 < len
+                                        && memcmp(json + i + 1, "u0000", 5)
+                                               == 0)) {
+                    return rn_error(err, RESNET_EFORMAT, 0,
+                                    "bad safetensors header in '%s': NUL "
+                                    "character in the string at byte %zu "
+                                    "of the file", path, start + 8);
+                }
+            }
+            i++;
+            continue;
+        }
+        if (json[i] != '-' && (json[i] < '0' || json[i] > '9')) {
+            i++;
+            continue;
+        }
+        for (; i < len && json[i] && strchr("0123456789+-.eE", json[i]); i++) {
+            is_int = is_int && !strchr(".eE", json[i]);
+        }
+        if (!is_int) {
+            return rn_error(err, RESNET_EFORMAT, 0,
+                            "bad safetensors header in '%s': '%.*s' at byte "
+                            "%zu of the file is not an integer", path,
+                            (int)(i - start < 32 ? i - start : 32),
+                            json + start, start + 8);
+        }
+    }
+    return RESNET_OK;
+}
+
 /* Fills t, already named, from its header entry. */
 static int parse_tensor(struct rn_tensor *t, const cJSON *entry,
                         const unsigned char *data, size_t data_size,
@@ -482,6 +528,10 @@ static int parse_header(struct rn_safetensors *st, const char *json,
     int i = 0, rc;
 
     rc = parse_json(&root, json, len, path, err);
+    if (rc) {
+        goto out;
+    }
+    rc = check_json_text(json, len, path, err);
     if (rc) {
         goto out;
     }
