@@ -1,7 +1,8 @@
 /*
  * The JSON model description: parsed with cJSON, every field checked,
- * defaults filled in as PyTorch has them. Messages name the JSON path of
- * the offending value ("stages[2].blocks: expected a positive integer").
+ * defaults filled in as PyTorch has them. Messages name the file, then the
+ * JSON path of the offending value ("bad description 'x.json':
+ * stages[2].blocks: expected a positive integer").
  */
 #include <config.h>
 
@@ -21,8 +22,8 @@ struct ctx {
 };
 
 static int bad(struct ctx *c, const char *path, const char *what) {
-    return rn_error(c->err, RESNET_EFORMAT, 0, "%s: %s: %s", c->file, path,
-                    what);
+    return rn_error(c->err, RESNET_EFORMAT, 0, "bad description '%s': %s: %s",
+                    c->file, path, what);
 }
 
 /* Largest sensible value of any size or count, to keep products small. */
@@ -333,7 +334,8 @@ int rn_desc_parse(struct rn_desc **out, const char *json, size_t len,
     root = cJSON_ParseWithLength(json, len);
     if (!root) {
         return rn_error(err, RESNET_EFORMAT, 0,
-                        "%s: not valid JSON (near byte %zu)", name,
+                        "bad description '%s': not valid JSON (near byte %zu)",
+                        name,
                         (size_t)(cJSON_GetErrorPtr() ? cJSON_GetErrorPtr() -
                                  json : 0));
     }

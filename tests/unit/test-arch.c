@@ -131,13 +131,18 @@ static void stride_on_1x1_moves_the_stride(void **state) {
     resnet_arch_free(arch);
 }
 
-/* Writes text to a temporary description file and loads it. */
-static int load_text(const char *text, struct resnet_error *err) {
-    char path[] = "/tmp/resnet-desc-XXXXXX";
-    int fd = mkstemp(path);
+/*
+ * Writes text to a temporary description file and loads it; path (at
+ * least 24 bytes) receives the file's name.
+ */
+static int load_text(const char *text, char *path,
+                     struct resnet_error *err) {
+    int fd;
     struct resnet_arch *arch = NULL;
     int rc;
 
+    strcpy(path, "/tmp/resnet-desc-XXXXXX");
+    fd = mkstemp(path);
     assert_true(fd >= 0);
     assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
     close(fd);
@@ -153,12 +158,15 @@ static int load_text(const char *text, struct resnet_error *err) {
     "\"std\": [1, 1, 1]},"                                               \
     "\"stem\": {\"conv\": {\"channels\": 8, \"kernel\": 3}},"
 
+/* Loading text fails with "bad description '<file>': <want>...". */
 static void expect_error(const char *text, const char *want) {
     struct resnet_error err = {0};
-    int rc = load_text(text, &err);
+    char path[32], head[256];
+    int rc = load_text(text, path, &err);
 
-    if (rc == RESNET_OK || !strstr(err.msg, want)) {
-        fail_msg("expected an error with '%s', got %d '%s'", want, rc,
+    snprintf(head, sizeof head, "bad description '%s': %s", path, want);
+    if (rc == RESNET_OK || strncmp(err.msg, head, strlen(head)) != 0) {
+        fail_msg("expected an error starting '%s', got %d '%s'", head, rc,
                  err.msg);
     }
 }
@@ -166,7 +174,7 @@ static void expect_error(const char *text, const char *want) {
 static void bad_descriptions_name_the_json_path(void **state) {
     (void)state;
     expect_error("{", "not valid JSON");
-    expect_error("[]", "expected an object");
+    expect_error("[]", "(top level): expected an object");
     expect_error(VALID_HEAD "\"block\": {\"type\": \"basic\"},"
                  "\"stages\": [{\"blocks\": 1, \"planes\": 8},"
                  "{\"blocks\": 1, \"planes\": 8}, {\"blocks\": 0, "
