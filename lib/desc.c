@@ -49,8 +49,8 @@ static int get_int(struct ctx *c, const cJSON *obj, const char *key,
     }
     if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) ||
         v->valuedouble < lo || v->valuedouble > MAX_DIM) {
-        snprintf(what, sizeof what, "expected %s integer",
-                 lo > 0 ? "a positive" : "a non-negative");
+        snprintf(what, sizeof what, "expected %s integer of at most %d",
+                 lo > 0 ? "a positive" : "a non-negative", MAX_DIM);
         return bad(c, where, what);
     }
     *out = (int)v->valuedouble;

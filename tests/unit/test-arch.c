@@ -191,7 +191,13 @@ static void bad_descriptions_name_the_json_path(void **state) {
     expect_error(VALID_HEAD "\"block\": {\"type\": \"basic\"},"
                  "\"stages\": [{\"blocks\": 1.5, \"planes\": 8}],"
                  "\"head\": {\"fc\": {\"classes\": 2}}}",
-                 "stages[0].blocks: expected a positive integer");
+                 "stages[0].blocks: expected a positive integer of at most "
+                 "65536");
+    expect_error(VALID_HEAD "\"block\": {\"type\": \"basic\"},"
+                 "\"stages\": [{\"blocks\": 1, \"planes\": 65537}],"
+                 "\"head\": {\"fc\": {\"classes\": 2}}}",
+                 "stages[0].planes: expected a positive integer of at most "
+                 "65536");
     expect_error("{\"name\": \"t\", \"input\": {\"height\": 32, \"width\": "
                  "32}, \"preprocess\": {\"crop\": 32, \"mean\": [0, 0],"
                  "\"std\": [1, 1, 1]}}",
