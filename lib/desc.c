@@ -327,17 +327,29 @@ int rn_desc_parse(struct rn_desc **out, const char *json, size_t len,
                   const char *name, struct resnet_error *err) {
     struct ctx c = {name, err};
     struct rn_desc *d = NULL;
+    const char *end = NULL;
     cJSON *root;
     int rc;
 
     *out = NULL;
-    root = cJSON_ParseWithLength(json, len);
+    root = cJSON_ParseWithLengthOpts(json, len, &end, false);
     if (!root) {
         return rn_error(err, RESNET_EFORMAT, 0,
                         "bad description '%s': not valid JSON (near byte %zu)",
                         name,
                         (size_t)(cJSON_GetErrorPtr() ? cJSON_GetErrorPtr() -
                                  json : 0));
+    }
+
+    // Only white space may follow the value.
+    while (end < json + len && *end && strchr(" \t\r\n", *end)) {
+        end++;
+    }
+    if (end != json + len) {
+        rc = rn_error(err, RESNET_EFORMAT, 0,
+                      "bad description '%s': text after the JSON value "
+                      "(at byte %zu)", name, (size_t)(end - json));
+        goto out;
     }
     if (!cJSON_IsObject(root)) {
         rc = bad(&c, "(top level)", "expected an object");
