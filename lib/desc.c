@@ -29,6 +29,60 @@ static int bad(struct ctx *c, const char *path, const char *what) {
 /* Largest sensible value of any size or count, to keep products small. */
 #define MAX_DIM 65536
 
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/*
+ * Refuses a key given twice in any object under v, path naming v: cJSON
+ * keeps both, and a lookup would quietly take the first.
+ */
+static int check_unique_keys(struct ctx *c, const cJSON *v,
+                             const char *path) {
+    const cJSON *item;
+    char where[128];
+    int i = 0, rc;
+
+    if (cJSON_IsObject(v)) {
+        int n = cJSON_GetArraySize(v);
+        const char **keys = malloc(sizeof *keys * (size_t)(n ? n : 1));
+
+        if (!keys) {
+            return rn_error(c->err, RESNET_ENOMEM, 0, "out of memory");
+        }
+        cJSON_ArrayForEach(item, v) {
+            keys[i++] = item->string;
+        }
+        qsort(keys, (size_t)n, sizeof *keys, cmp_str);
+        for (i = 1; i < n; i++) {
+            if (strcmp(keys[i - 1], keys[i]) == 0) {
+                break;
+            }
+        }
+        snprintf(where, sizeof where, "%s%s%s", path, *path ? "." : "",
+                 i < n ? keys[i] : "");
+        free(keys);
+        if (i < n) {
+            return bad(c, where, "duplicate key");
+        }
+    }
+
+    // Then each member or element, depth first.
+    i = 0;
+    cJSON_ArrayForEach(item, v) {
+        if (cJSON_IsObject(v)) {
+            snprintf(where, sizeof where, "%s%s%s", path, *path ? "." : "",
+                     item->string);
+        } else {
+            snprintf(where, sizeof where, "%s[%d]", path, i++);
+        }
+        if ((rc = check_unique_keys(c, item, where))) {
+            return rc;
+        }
+    }
+    return RESNET_OK;
+}
+
 /*
  * Reads obj[key] as an integer in [lo, MAX_DIM] into *out. A missing key
  * takes def, or is an error when def < 0.
@@ -353,6 +407,10 @@ int rn_desc_parse(struct rn_desc **out, const char *json, size_t len,
     }
     if (!cJSON_IsObject(root)) {
         rc = bad(&c, "(top level)", "expected an object");
+        goto out;
+    }
+    rc = check_unique_keys(&c, root, "");
+    if (rc) {
         goto out;
     }
     d = calloc(1, sizeof *d);

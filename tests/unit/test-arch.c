@@ -177,6 +177,12 @@ static void bad_descriptions_name_the_json_path(void **state) {
     expect_error("[]", "(top level): expected an object");
     expect_error("{} x", "text after the JSON value (at byte 3)");
     expect_error("{}\n{}", "text after the JSON value (at byte 3)");
+    expect_error("{\"name\": \"a\", \"name\": \"b\"}", "name: duplicate key");
+    expect_error(VALID_HEAD "\"block\": {\"type\": \"basic\"},"
+                 "\"stages\": [{\"blocks\": 1, \"planes\": 8}, {\"blocks\": 1,"
+                 "\"planes\": 8, \"blocks\": 2}],"
+                 "\"head\": {\"fc\": {\"classes\": 2}}}",
+                 "stages[1].blocks: duplicate key");
     expect_error(VALID_HEAD "\"block\": {\"type\": \"basic\"},"
                  "\"stages\": [{\"blocks\": 1, \"planes\": 8},"
                  "{\"blocks\": 1, \"planes\": 8}, {\"blocks\": 0, "
