@@ -425,7 +425,9 @@ static int load_labels(struct resnet_arch *a, struct resnet_error *err) {
         rc = rn_error(err, RESNET_ENOMEM, 0, "out of memory");
         goto out;
     }
-    for (line = text; *line && i < n; i++) {
+    // A UTF-8 byte order mark is no part of the first label.
+    line = strncmp(text, "\xef\xbb\xbf", 3) == 0 ? text + 3 : text;
+    for (; *line && i < n; i++) {
         size_t end = strcspn(line, "\n");
         size_t cut = end > 0 && line[end - 1] == '\r' ? end - 1 : end;
 

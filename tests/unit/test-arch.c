@@ -247,6 +247,66 @@ static void a_too_small_input_is_refused(void **state) {
     resnet_arch_free(arch);
 }
 
+/*
+ * Writes a two-class description naming the label file "labels.txt", and
+ * that file holding labels unless labels is NULL, into the new folder
+ * dir (at least 32 bytes); returns the description's path in desc.
+ */
+static void write_labelled(char *dir, char *desc, size_t size,
+                           const char *labels) {
+    static const char text[] =
+        VALID_HEAD "\"block\": {\"type\": \"basic\"},"
+        "\"stages\": [{\"blocks\": 1, \"planes\": 8}],"
+        "\"head\": {\"fc\": {\"classes\": 2}}, \"labels\": \"labels.txt\"}";
+    char path[1024];
+    FILE *f;
+
+    strcpy(dir, "/tmp/resnet-labels-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    snprintf(desc, size, "%s/t.json", dir);
+    f = fopen(desc, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    assert_int_equal(fclose(f), 0);
+    if (labels) {
+        snprintf(path, sizeof path, "%s/labels.txt", dir);
+        f = fopen(path, "w");
+        assert_non_null(f);
+        fputs(labels, f);
+        assert_int_equal(fclose(f), 0);
+    }
+}
+
+/* Removes what write_labelled() made. */
+static void remove_labelled(const char *dir) {
+    char path[1024];
+
+    snprintf(path, sizeof path, "%s/t.json", dir);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/labels.txt", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
+static void byte_order_mark_is_not_part_of_a_label(void **state) {
+    struct resnet_arch *arch = NULL;
+    struct resnet_error err = {0};
+    char dir[32], desc[1024];
+    const char *const *labels;
+
+    (void)state;
+    write_labelled(dir, desc, sizeof desc, "\xef\xbb\xbf" "cat\r\ndog\r\n");
+    if (resnet_arch_load(&arch, desc, &err) != RESNET_OK) {
+        fail_msg("loading %s: %s", desc, err.msg);
+    }
+    remove_labelled(dir);
+    labels = resnet_arch_labels(arch);
+    assert_non_null(labels);
+    assert_string_equal(labels[0], "cat");
+    assert_string_equal(labels[1], "dog");
+    resnet_arch_free(arch);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(imagenet_models_match_published_counts),
@@ -255,6 +315,7 @@ int main(void) {
         cmocka_unit_test(stride_on_1x1_moves_the_stride),
         cmocka_unit_test(bad_descriptions_name_the_json_path),
         cmocka_unit_test(a_too_small_input_is_refused),
+        cmocka_unit_test(byte_order_mark_is_not_part_of_a_label),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
