@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "internal.h"
 
@@ -409,14 +410,65 @@ static int find_beside(const struct resnet_arch *a, const char *name,
     return rc;
 }
 
-/* Reads the label file: one class name per line, n_classes lines. */
+/*
+ * Finds the label file. Labels only name the classes, so a missing file
+ * is a warning and leaves *path NULL; one that is there but is no regular
+ * file (a folder, a FIFO) is an error.
+ */
+static int find_labels(const struct resnet_arch *a, char **path,
+                       struct resnet_error *err) {
+    const char *name = a->desc->labels;
+    const char *slash = strrchr(a->path, '/');
+    struct resnet_error why = {0};
+    struct stat st;
+    char beside[4096];
+    int rc = find_beside(a, name, path, &why);
+    bool exists;
+
+    if (rc != RESNET_EIO) {
+        if (rc && err) {
+            *err = why;
+        }
+        return rc;
+    }
+
+    // Where the name points: itself when a path, else beside the description.
+    if (strchr(name, '/')) {
+        snprintf(beside, sizeof beside, "%s", name);
+    } else {
+        snprintf(beside, sizeof beside, "%.*s/%s",
+                 slash ? (int)(slash - a->path) : 1, slash ? a->path : ".",
+                 name);
+    }
+    exists = stat(beside, &st) == 0;
+    if (!exists && (errno == ENOENT || !strchr(name, '/'))) {
+        rn_log(RESNET_LOG_WARN,
+               "cannot find label file '%s' for '%s': printing class indices",
+               name, a->desc->name);
+        return RESNET_OK;
+    }
+    if (exists && !S_ISREG(st.st_mode)) {
+        return rn_error(err, RESNET_EIO, S_ISDIR(st.st_mode) ? EISDIR : 0,
+                        "cannot read label file '%s'%s", beside,
+                        S_ISDIR(st.st_mode) ? "" : ": not a regular file");
+    }
+    if (err) {
+        *err = why;
+    }
+    return rc;
+}
+
+/*
+ * Reads the label file: one class name per line, n_classes lines. Without
+ * the file a->labels stays NULL.
+ */
 static int load_labels(struct resnet_arch *a, struct resnet_error *err) {
     int n = a->desc->n_classes;
     char *path = NULL, *text = NULL, *line;
     size_t len;
     int rc, i = 0;
 
-    if ((rc = find_beside(a, a->desc->labels, &path, err)) ||
+    if ((rc = find_labels(a, &path, err)) || !path ||
         (rc = rn_read_text(path, &text, &len, err))) {
         goto out;
     }

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -307,6 +308,67 @@ static void byte_order_mark_is_not_part_of_a_label(void **state) {
     resnet_arch_free(arch);
 }
 
+/* The last warning the library logged, for the tests below. */
+static char last_warning[512];
+
+static void keep_warning(void *ctx, int level, const char *msg) {
+    (void)ctx;
+    if (level == RESNET_LOG_WARN) {
+        snprintf(last_warning, sizeof last_warning, "%s", msg);
+    }
+}
+
+/* Labels only name classes: without the file the model still loads. */
+static void missing_label_file_is_a_warning(void **state) {
+    struct resnet_arch *arch = NULL;
+    struct resnet_error err = {0};
+    char dir[32], desc[1024];
+    int rc;
+
+    (void)state;
+    write_labelled(dir, desc, sizeof desc, NULL);
+    last_warning[0] = '\0';
+    resnet_set_log(keep_warning, NULL, RESNET_LOG_WARN);
+    rc = resnet_arch_load(&arch, desc, &err);
+    resnet_set_log(NULL, NULL, 0);
+    remove_labelled(dir);
+    if (rc != RESNET_OK) {
+        fail_msg("loading %s: %s", desc, err.msg);
+    }
+    assert_null(resnet_arch_labels(arch));
+    assert_string_equal(last_warning, "cannot find label file 'labels.txt' "
+                                      "for 't': printing class indices");
+    resnet_arch_free(arch);
+}
+
+/* A label file that is there but wrong stays an error. */
+static void short_or_unreadable_label_file_is_an_error(void **state) {
+    struct resnet_arch *arch = NULL;
+    struct resnet_error err = {0};
+    char dir[32], desc[1024], path[1024], want[1200];
+
+    (void)state;
+    write_labelled(dir, desc, sizeof desc, "cat\n");
+    assert_int_equal(resnet_arch_load(&arch, desc, &err), RESNET_EFORMAT);
+    assert_null(arch);
+    snprintf(want, sizeof want, "label file '%s/labels.txt' has fewer "
+             "lines than the 2 classes of 't'", dir);
+    assert_string_equal(err.msg, want);
+
+    // A FIFO in its place is refused at once, not waited on.
+    snprintf(path, sizeof path, "%s/labels.txt", dir);
+    unlink(path);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    alarm(10);
+    assert_int_equal(resnet_arch_load(&arch, desc, &err), RESNET_EIO);
+    alarm(0);
+    remove_labelled(dir);
+    assert_null(arch);
+    snprintf(want, sizeof want, "cannot read label file '%s': not a regular "
+             "file", path);
+    assert_string_equal(err.msg, want);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(imagenet_models_match_published_counts),
@@ -316,6 +378,8 @@ int main(void) {
         cmocka_unit_test(bad_descriptions_name_the_json_path),
         cmocka_unit_test(a_too_small_input_is_refused),
         cmocka_unit_test(byte_order_mark_is_not_part_of_a_label),
+        cmocka_unit_test(missing_label_file_is_a_warning),
+        cmocka_unit_test(short_or_unreadable_label_file_is_an_error),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
