@@ -7,6 +7,7 @@
 #include <config.h>
 
 #include <assert.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -312,18 +313,25 @@ int resnet_workspace_new(struct resnet_workspace **out,
     *out = NULL;
     if (!rn_mul_size((size_t)m->n_slots, m->slot_floats, &floats) ||
         (floats += m->scratch_floats) < m->scratch_floats) {
-        return rn_error(err, RESNET_ENOMEM, 0, "workspace too large");
+        return rn_error(err, RESNET_ENOMEM, 0,
+                        "the activations of '%s' do not fit in memory",
+                        m->arch->desc->name);
     }
     ws = calloc(1, sizeof *ws);
     if (!ws) {
         return rn_error(err, RESNET_ENOMEM, 0, "out of memory");
     }
     ws->model = m;
-    ws->mem = malloc((floats ? floats : 1) * sizeof *ws->mem);
+    ws->mem = floats < SIZE_MAX / sizeof *ws->mem
+                  ? malloc((floats ? floats : 1) * sizeof *ws->mem)
+                  : NULL;
     ws->val = calloc((size_t)m->arch->n_values, sizeof *ws->val);
     if (!ws->mem || !ws->val) {
         resnet_workspace_free(ws);
-        return rn_error(err, RESNET_ENOMEM, 0, "out of memory");
+        return rn_error(err, RESNET_ENOMEM, ENOMEM,
+                        "cannot allocate %.1f MB of activations for '%s'",
+                        (double)floats * sizeof(float) / 1e6,
+                        m->arch->desc->name);
     }
     for (int v = 0; v < m->arch->n_values; v++) {
         if (m->slot_of[v] >= 0) {
