@@ -34,8 +34,9 @@ static const char usage[] =
     "                              listed classes' in text and csv\n"
     "    -j, --threads <n>         classify with <n> threads (default: the\n"
     "                              number of processors)\n"
-    "    -T, --files-from <file>   also read image paths from <file>, one a\n"
-    "                              line (- for standard input)\n"
+    "    -T, --files-from <list-file>\n"
+    "                              also read image paths from <list-file>, one\n"
+    "                              a line (- for standard input)\n"
     "    -v, --verbose             report the model and timings on stderr\n"
     "    -q, --quiet               do not print warnings\n"
     "    -h, --help                print this help\n";
