@@ -186,6 +186,7 @@ static int plan_slots(struct resnet_model *m, struct resnet_error *err) {
     for (int i = 0; i < m->n_ops; i++) {
         const struct op *op = &m->ops[i];
         const struct resnet_layer_info *l = &m->arch->layers[op->layer].info;
+        size_t size = (size_t)l->c_out * (size_t)l->h_out * (size_t)l->w_out;
         int s = 0;
 
         if (op->out != n_values - 1) {
@@ -196,8 +197,6 @@ static int plan_slots(struct resnet_model *m, struct resnet_error *err) {
             m->n_slots += s == m->n_slots;
             slot_value[s] = op->out + 1;
             m->slot_of[op->out] = s;
-            size_t size = (size_t)l->c_out * (size_t)l->h_out *
-                          (size_t)l->w_out;
             m->slot_floats = size > m->slot_floats ? size : m->slot_floats;
         }
 
