@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -33,8 +34,9 @@ static const char usage[] =
     "                              listed classes' in text and csv\n"
     "    -j, --threads <n>         classify with <n> threads (default: the\n"
     "                              number of processors)\n"
-    "    -T, --files-from <file>   also read image paths from <file>, one a\n"
-    "                              line (- for standard input)\n"
+    "    -T, --files-from <list-file>\n"
+    "                              also read image paths from <list-file>, one\n"
+    "                              a line (- for standard input)\n"
     "    -v, --verbose             report the model and timings on stderr\n"
     "    -q, --quiet               do not print warnings\n"
     "    -h, --help                print this help\n";
@@ -61,6 +63,13 @@ struct result {
     float *logits;  // all n_classes logits
 };
 
+/* What one worker thread owns, allocated before any work starts. */
+struct worker {
+    struct job *job;
+    struct resnet_workspace *ws;
+    float *buf;             // input (c, h, w), then logits and probabilities
+};
+
 /* State shared by the worker threads. */
 struct job {
     const struct resnet_model *model;
@@ -68,6 +77,7 @@ struct job {
     char **paths;
     int n_paths;
     atomic_int next;
+    atomic_bool stop;       // stdout failed: skip what is left
     struct result *results;
     pthread_mutex_t lock;
     pthread_cond_t ready;
@@ -147,15 +157,11 @@ static int parse_args(int argc, char **argv, struct classify_opts *o) {
         case 'h':
             fputs(usage, stdout);
             return -1;
-        case ':':
-            return usage_error(usage, "option '%s' needs a value",
-                               argv[optind - 1]);
         default:
-            return usage_error(usage, "unknown option '%s'",
-                               argv[optind - 1]);
+            return option_error(usage, opt, argv);
         }
     }
-    if (!o->model) {
+    if (!o->model || !*o->model) {
         return usage_error(usage, "no model given: use -m <model>");
     }
     if (optind == argc && !o->files_from) {
@@ -164,43 +170,83 @@ static int parse_args(int argc, char **argv, struct classify_opts *o) {
     return 0;
 }
 
-/* Appends the lines of path (or standard input for "-") to *paths. */
+/* Longest line a list file may hold: a path, with room to spare. */
+#define MAX_LIST_LINE 65536
+
+enum line_status { LINE_OK, LINE_EOF, LINE_ERROR, LINE_TOO_LONG, LINE_NUL };
+
+/*
+ * Reads one line of f into buf (MAX_LIST_LINE + 1 bytes) without its
+ * LF or CRLF. Never holds more than the buffer, whatever f holds.
+ */
+static enum line_status read_line(FILE *f, char *buf, size_t *len) {
+    int c;
+
+    *len = 0;
+    while ((c = getc(f)) != EOF && c != '\n') {
+        if (c == '\0') {
+            return LINE_NUL;
+        }
+        if (*len == MAX_LIST_LINE) {
+            return LINE_TOO_LONG;
+        }
+        buf[(*len)++] = (char)c;
+    }
+    if (c == EOF && (ferror(f) || *len == 0)) {
+        return ferror(f) ? LINE_ERROR : LINE_EOF;
+    }
+    *len -= *len > 0 && buf[*len - 1] == '\r';
+    buf[*len] = '\0';
+    return LINE_OK;
+}
+
+/*
+ * Appends the lines of path (or standard input for "-") to *paths,
+ * skipping empty ones. A line that is too long or holds a NUL byte makes
+ * the whole list an error.
+ */
 static int read_list(const char *path, char ***paths, int *n) {
     FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t len;
-    int rc = 0;
+    char *line = malloc(MAX_LIST_LINE + 1);
+    enum line_status st;
+    size_t len;
+    int rc = EXIT_FAIL;
+    long line_no = 0;
 
-    if (!f) {
-        error("cannot open '%s': %s", path, strerror(errno));
-        return EXIT_FAIL;
+    if (!f || !line) {
+        error("cannot open '%s': %s", path, strerror(f ? ENOMEM : errno));
+        goto out;
     }
-    while ((len = getline(&line, &cap, f)) > 0) {
+    while ((st = read_line(f, line, &len)) == LINE_OK) {
         char **p;
 
-        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) {
-            line[--len] = '\0';
-        }
+        line_no++;
         if (len == 0) {
             continue;
         }
         p = realloc(*paths, (size_t)(*n + 1) * sizeof *p);
-        if (!p || !(p[*n] = strdup(line))) {
-            *paths = p ? p : *paths;
-            error("out of memory");
-            rc = EXIT_FAIL;
-            break;
+        if (p) {
+            *paths = p;
         }
-        *paths = p;
+        if (!p || !(p[*n] = strdup(line))) {
+            error("out of memory reading '%s'", path);
+            goto out;
+        }
         (*n)++;
     }
-    if (!rc && ferror(f)) {
+    if (st == LINE_ERROR) {
         error("cannot read '%s': %s", path, strerror(errno));
-        rc = EXIT_FAIL;
+    } else if (st != LINE_EOF) {
+        error("cannot read '%s': line %ld is %s", path, line_no + 1,
+              st == LINE_NUL ? "not text (it holds a NUL byte)"
+                             : "too long");
+    } else {
+        rc = 0;
     }
+
+out:
     free(line);
-    if (f != stdin) {
+    if (f && f != stdin) {
         fclose(f);
     }
     return rc;
@@ -249,6 +295,15 @@ static void classify_one(const struct job *job, struct resnet_workspace *ws,
     }
     resnet_image_normalize(crop, pp->mean, pp->std, input);
     resnet_model_forward(job->model, ws, input, logits);
+    for (int i = 0; i < n; i++) {
+        if (!isfinite(logits[i])) {
+            r->rc = RESNET_EFORMAT;
+            snprintf(r->msg, sizeof r->msg, "cannot classify '%s': logit %d "
+                     "is %s (the weights overflow float32)", path, i,
+                     isnan(logits[i]) ? "NaN" : "infinite");
+            goto out;
+        }
+    }
     resnet_softmax(logits, prob, n);
 
     r->index = malloc((size_t)k * sizeof *r->index);
@@ -273,39 +328,76 @@ out:
 }
 
 /* A worker: takes images in turn until none are left. */
-static void *worker(void *arg) {
-    struct job *job = arg;
+static void *work(void *arg) {
+    struct worker *w = arg;
+    struct job *job = w->job;
     const struct resnet_arch *arch = resnet_model_arch(job->model);
-    int c, h, w, n = resnet_arch_n_classes(arch);
-    struct resnet_workspace *ws = NULL;
-    struct resnet_error err = {0};
-    float *input, *logits;
-    int rc;
+    int c, h, wd, n = resnet_arch_n_classes(arch);
+    float *logits;
 
-    resnet_arch_input(arch, &c, &h, &w);
-    input = malloc(((size_t)c * h * w + 2 * (size_t)n) * sizeof *input);
-    logits = input + (size_t)c * h * w;
-    rc = input ? resnet_workspace_new(&ws, job->model, &err) : RESNET_ENOMEM;
-
+    resnet_arch_input(arch, &c, &h, &wd);
+    logits = w->buf + (size_t)c * h * wd;
     for (int i; (i = atomic_fetch_add(&job->next, 1)) < job->n_paths;) {
         struct result *r = &job->results[i];
 
-        if (rc) {
-            r->rc = rc;
-            snprintf(r->msg, sizeof r->msg, "cannot classify '%s': %s",
-                     job->paths[i], err.msg[0] ? err.msg : "out of memory");
+        if (atomic_load(&job->stop)) {
+            r->rc = -1;
         } else {
-            classify_one(job, ws, job->paths[i], input, logits, logits + n,
-                         r);
+            classify_one(job, w->ws, job->paths[i], w->buf, logits,
+                         logits + n, r);
         }
         pthread_mutex_lock(&job->lock);
         r->done = true;
         pthread_cond_broadcast(&job->ready);
         pthread_mutex_unlock(&job->lock);
     }
-    resnet_workspace_free(ws);
-    free(input);
     return NULL;
+}
+
+static void free_workers(struct worker *w, int n) {
+    for (int i = 0; w && i < n; i++) {
+        resnet_workspace_free(w[i].ws);
+        free(w[i].buf);
+    }
+    free(w);
+}
+
+/*
+ * Gives each of n workers its workspace and buffers, so that a model too
+ * large for memory fails once, here, rather than once per image.
+ */
+static struct worker *make_workers(struct job *job, int n) {
+    const struct resnet_arch *arch = resnet_model_arch(job->model);
+    struct worker *w = calloc((size_t)n, sizeof *w);
+    struct resnet_error err = {0};
+    int c, h, wd, rc = RESNET_ENOMEM;
+
+    resnet_arch_input(arch, &c, &h, &wd);
+    for (int i = 0; w && i < n; i++) {
+        w[i].job = job;
+        rc = resnet_workspace_new(&w[i].ws, job->model, &err);
+        if (rc) {
+            break;
+        }
+        w[i].buf = malloc(((size_t)c * h * wd +
+                           2 * (size_t)resnet_arch_n_classes(arch)) *
+                          sizeof *w[i].buf);
+        if (!w[i].buf) {
+            rc = RESNET_ENOMEM;
+            break;
+        }
+    }
+    if (rc) {
+        if (err.msg[0]) {
+            error("%s", err.msg);
+        } else {
+            error("cannot run model '%s': out of memory",
+                  resnet_arch_name(arch));
+        }
+        free_workers(w, n);
+        return NULL;
+    }
+    return w;
 }
 
 /* Prints s as a CSV field, quoted when it needs to be. */
@@ -409,20 +501,21 @@ static int print_result(const struct classify_opts *o, const char *path,
 
 /* Runs the workers and prints each result in input order as it is
  * ready; returns the number of images that failed. */
-static int run_all(struct job *job, int n_threads) {
+static int run_all(struct job *job, struct worker *workers, int n_threads) {
     const struct resnet_arch *arch = resnet_model_arch(job->model);
     int n = resnet_arch_n_classes(arch);
     pthread_t *tids = calloc((size_t)n_threads, sizeof *tids);
     int n_started = 0, n_failed = 0;
 
     for (; tids && n_started < n_threads; n_started++) {
-        if (pthread_create(&tids[n_started], NULL, worker, job)) {
+        if (pthread_create(&tids[n_started], NULL, work,
+                           &workers[n_started])) {
             break;
         }
     }
     if (n_started == 0) {
         // No threads to be had: do the work here.
-        worker(job);
+        work(&workers[0]);
     }
     if (job->opts->format == FORMAT_CSV) {
         printf("file,rank,index,label,prob%s\n",
@@ -437,13 +530,19 @@ static int run_all(struct job *job, int n_threads) {
             pthread_cond_wait(&job->ready, &job->lock);
         }
         pthread_mutex_unlock(&job->lock);
-        if (r->rc) {
+        if (atomic_load(&job->stop)) {
+            n_failed++;
+        } else if (r->rc) {
             fflush(stdout);
             error("%s", r->msg);
             n_failed++;
         } else if (print_result(job->opts, job->paths[i], r, n,
                                 resnet_arch_labels(arch))) {
             n_failed++;
+        }
+        // Nobody reads the rest once stdout is gone.
+        if (ferror(stdout)) {
+            atomic_store(&job->stop, true);
         }
         free(r->index);
         free(r->prob);
@@ -473,7 +572,8 @@ int cmd_classify(int argc, char **argv) {
     struct resnet_model *model = NULL;
     char *weights = NULL;
     char **paths = NULL;
-    int n_paths = 0, n_threads, n_failed, rc;
+    struct worker *workers = NULL;
+    int n_paths = 0, n_threads = 0, n_failed, rc;
     double t0 = seconds();
 
     // Parse; the images are the arguments, then the list file's lines.
@@ -525,6 +625,7 @@ int cmd_classify(int argc, char **argv) {
     n_threads = n_paths < n_threads ? (n_paths > 0 ? n_paths : 1) : n_threads;
     resnet_set_threads(1);
 
+    rc = EXIT_FAIL;
     job.model = model;
     job.opts = &o;
     job.paths = paths;
@@ -534,8 +635,12 @@ int cmd_classify(int argc, char **argv) {
         error("out of memory");
         goto out;
     }
+    workers = make_workers(&job, n_threads);
+    if (!workers) {
+        goto out;
+    }
     t0 = seconds();
-    n_failed = run_all(&job, n_threads);
+    n_failed = run_all(&job, workers, n_threads);
     if (verbosity >= 2) {
         double t = seconds() - t0;
 
@@ -544,9 +649,10 @@ int cmd_classify(int argc, char **argv) {
                 n_paths ? 1e3 * t / n_paths : 0.0, n_threads,
                 n_threads == 1 ? "" : "s");
     }
-    rc = n_failed || fflush(stdout) ? EXIT_FAIL : EXIT_OK;
+    rc = n_failed ? EXIT_FAIL : EXIT_OK;
 
 out:
+    free_workers(workers, n_threads);
     free(job.results);
     resnet_model_free(model);
     resnet_arch_free(arch);

@@ -36,6 +36,13 @@ int usage_error(const char *usage, const char *fmt, ...)
 void log_to_stderr(void);
 
 /*
+ * For getopt_long()'s ':' (missing value) and '?' (unknown option):
+ * prints which option, using optopt for short ones, and the usage line;
+ * returns EXIT_USAGE.
+ */
+int option_error(const char *usage, int opt, char **argv);
+
+/*
  * Handles -v/--verbose and -q/--quiet inside a subcommand's option loop;
  * true when opt was one of them.
  */

@@ -4,6 +4,8 @@
  */
 #include <config.h>
 
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -51,7 +53,7 @@ static int run_help(int argc, char **argv) {
     const struct command *cmd;
     char *help_argv[] = {NULL, "--help", NULL};
 
-    if (argc < 2) {
+    if (argc < 2 || strcmp(argv[1], "help") == 0) {
         print_usage(stdout);
         return EXIT_OK;
     }
@@ -63,7 +65,23 @@ static int run_help(int argc, char **argv) {
     return cmd->run(2, help_argv);
 }
 
-int main(int argc, char **argv) {
+/*
+ * Whatever a command printed must have reached stdout: a full disk or a
+ * closed pipe turns success into failure. A reader that went away (EPIPE,
+ * as `| head` does) needs no message.
+ */
+static int finish(int status) {
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        if (errno != EPIPE) {
+            error("cannot write to standard output: %s",
+                  errno ? strerror(errno) : "write error");
+        }
+        return EXIT_FAIL;
+    }
+    return status;
+}
+
+static int run(int argc, char **argv) {
     const struct command *cmd;
     int i = 1;
 
@@ -101,4 +119,10 @@ int main(int argc, char **argv) {
         return usage_error(usage, "'%s' is not a resnet command", argv[i]);
     }
     return cmd->run(argc - i, argv + i);
+}
+
+int main(int argc, char **argv) {
+    // A closed pipe is a write error to report, not a reason to die.
+    signal(SIGPIPE, SIG_IGN);
+    return finish(run(argc, argv));
 }

@@ -4,6 +4,8 @@
  */
 #include <config.h>
 
+#include <errno.h>
+#include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,13 +50,32 @@ void error_lib(int code, const struct resnet_error *err) {
 
 int usage_error(const char *usage, const char *fmt, ...) {
     va_list ap;
-    size_t len = strcspn(usage, "\n");
+    const char *end = strstr(usage, "\n\n");
+    int len = end ? (int)(end - usage) : (int)strlen(usage);
 
     va_start(ap, fmt);
     vreport("resnet: ", fmt, ap);
     va_end(ap);
-    fprintf(stderr, "%.*s\n", (int)len, usage);
+    // The synopsis: everything before the first blank line.
+    fprintf(stderr, "%.*s\n", len, usage);
     return EXIT_USAGE;
+}
+
+int option_error(const char *usage, int opt, char **argv) {
+    const char *arg = argv[optind - 1];
+    bool is_long = strncmp(arg, "--", 2) == 0;
+    int len = (int)strcspn(arg, "=");
+
+    // optopt names a short option even inside a cluster such as -zq.
+    if (opt == ':') {
+        return is_long ? usage_error(usage, "option '%.*s' needs a value",
+                                     len, arg)
+                       : usage_error(usage, "option '-%c' needs a value",
+                                     optopt);
+    }
+    return is_long || !optopt
+               ? usage_error(usage, "unknown option '%.*s'", len, arg)
+               : usage_error(usage, "unknown option '-%c'", optopt);
 }
 
 /* The library's log lines, in the tool's message format. */

@@ -30,24 +30,37 @@ static char *join(const char *dir, size_t dir_len, const char *name,
     return s;
 }
 
+/* Why path cannot be opened as a regular file, as an errno value. */
+static int why_not_file(const char *path) {
+    struct stat st;
+
+    if (stat(path, &st) != 0) {
+        return errno;
+    }
+    return S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
+}
+
 int resnet_find_file(char **out, const char *name, const char *suffix,
                      const char *search_path, struct resnet_error *err) {
     const char *dir = search_path ? search_path : "";
     const char *sfx[2] = {"", suffix ? suffix : ""};
 
     *out = NULL;
+
+    // A path is taken as it is.
     if (strchr(name, '/') || is_file(name)) {
+        int e = is_file(name) ? 0 : why_not_file(name);
+
+        if (e == EINVAL) {
+            return rn_error(err, RESNET_EIO, 0,
+                            "cannot open '%s': not a regular file", name);
+        }
+        if (e) {
+            return rn_error(err, RESNET_EIO, e, "cannot open '%s'", name);
+        }
         *out = strdup(name);
-        if (!*out) {
-            return rn_error(err, RESNET_ENOMEM, 0, "out of memory");
-        }
-        if (!is_file(name)) {
-            free(*out);
-            *out = NULL;
-            return rn_error(err, RESNET_EIO, errno ? errno : ENOENT,
-                            "cannot open '%s'", name);
-        }
-        return RESNET_OK;
+        return *out ? RESNET_OK
+                    : rn_error(err, RESNET_ENOMEM, 0, "out of memory");
     }
 
     // Each folder of the path in turn, the bare name before name+suffix.

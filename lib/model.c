@@ -7,6 +7,7 @@
 #include <config.h>
 
 #include <assert.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -185,6 +186,7 @@ static int plan_slots(struct resnet_model *m, struct resnet_error *err) {
     for (int i = 0; i < m->n_ops; i++) {
         const struct op *op = &m->ops[i];
         const struct resnet_layer_info *l = &m->arch->layers[op->layer].info;
+        size_t size = (size_t)l->c_out * (size_t)l->h_out * (size_t)l->w_out;
         int s = 0;
 
         if (op->out != n_values - 1) {
@@ -195,8 +197,6 @@ static int plan_slots(struct resnet_model *m, struct resnet_error *err) {
             m->n_slots += s == m->n_slots;
             slot_value[s] = op->out + 1;
             m->slot_of[op->out] = s;
-            size_t size = (size_t)l->c_out * (size_t)l->h_out *
-                          (size_t)l->w_out;
             m->slot_floats = size > m->slot_floats ? size : m->slot_floats;
         }
 
@@ -312,18 +312,25 @@ int resnet_workspace_new(struct resnet_workspace **out,
     *out = NULL;
     if (!rn_mul_size((size_t)m->n_slots, m->slot_floats, &floats) ||
         (floats += m->scratch_floats) < m->scratch_floats) {
-        return rn_error(err, RESNET_ENOMEM, 0, "workspace too large");
+        return rn_error(err, RESNET_ENOMEM, 0,
+                        "the activations of '%s' do not fit in memory",
+                        m->arch->desc->name);
     }
     ws = calloc(1, sizeof *ws);
     if (!ws) {
         return rn_error(err, RESNET_ENOMEM, 0, "out of memory");
     }
     ws->model = m;
-    ws->mem = malloc((floats ? floats : 1) * sizeof *ws->mem);
+    ws->mem = floats < SIZE_MAX / sizeof *ws->mem
+                  ? malloc((floats ? floats : 1) * sizeof *ws->mem)
+                  : NULL;
     ws->val = calloc((size_t)m->arch->n_values, sizeof *ws->val);
     if (!ws->mem || !ws->val) {
         resnet_workspace_free(ws);
-        return rn_error(err, RESNET_ENOMEM, 0, "out of memory");
+        return rn_error(err, RESNET_ENOMEM, ENOMEM,
+                        "cannot allocate %.1f MB of activations for '%s'",
+                        (double)floats * sizeof(float) / 1e6,
+                        m->arch->desc->name);
     }
     for (int v = 0; v < m->arch->n_values; v++) {
         if (m->slot_of[v] >= 0) {
