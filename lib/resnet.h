@@ -200,7 +200,8 @@ int resnet_arch_find_file(const struct resnet_arch *arch, const char *name,
 
 /*
  * The class names: n_classes strings, or NULL when the description names
- * no label file. Owned by arch.
+ * no label file or the file it names cannot be found (a warning is then
+ * logged). Owned by arch.
  */
 const char *const *resnet_arch_labels(const struct resnet_arch *arch);
 
