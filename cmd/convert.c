@@ -75,6 +75,9 @@ static int parse_args(int argc, char **argv, struct convert_opts *o) {
         }
         switch (opt) {
         case 'o':
+            if (!*optarg) {
+                return usage_error(usage, "-o needs a file name, not ''");
+            }
             o->output = optarg;
             break;
         case 'a':

@@ -32,6 +32,11 @@ expect_same want got
 expect_exit 2 "$RESNET" convert --bogus one.safetensors
 expect_exit 2 "$RESNET" convert a.pth b.pth
 expect_exit 2 "$RESNET" convert -o x.json one.safetensors
+expect_exit 2 "$RESNET" convert -o '' one.safetensors
+head -1 "$tmp/err" >got
+echo "resnet: -o needs a file name, not ''" >want
+expect_same want got
+expect_exit 2 "$RESNET" convert --output= one.safetensors
 
 # Missing and foreign inputs fail with one line naming the file.
 expect_exit 1 "$RESNET" convert nope.pth
