@@ -1,6 +1,7 @@
 /* resnet convert: PyTorch or safetensors weights in, a ready model out. */
 #include <config.h>
 
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -255,6 +256,12 @@ int cmd_convert(int argc, char **argv) {
     printf("%s\t%s\t%s\n", info.arch_name[0] ? info.arch_name : "-", weights,
            info.unrecognised[0] ? "-" : desc);
     rc = EXIT_OK;
+
+    // The files are complete either way; say so when the line was lost.
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        error("cannot write to standard output: %s", strerror(errno));
+        rc = EXIT_FAIL;
+    }
 
 out:
     free(arch);

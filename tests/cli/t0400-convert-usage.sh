@@ -58,6 +58,18 @@ grep -q "^resnet: warning: wrote no description: .* 1 tensors fit no ResNet: 'a'
 expect_exit 0 "$RESNET" -q convert one.safetensors -o quiet.safetensors
 [ ! -s "$tmp/err" ] || fail "-q printed: $(cat "$tmp/err")"
 
+# A success line that cannot be written is a failure; the files stay.
+if [ -w /dev/full ]; then
+    "$RESNET" -q convert one.safetensors -o full.safetensors >/dev/full \
+        2>"$tmp/err"
+    rc=$?
+    [ "$rc" -eq 1 ] || fail "convert >/dev/full exited $rc, expected 1"
+    echo "resnet: cannot write to standard output: No space left on device" \
+        >want
+    expect_same want "$tmp/err"
+    [ -s full.safetensors ] || fail "the weights were removed after /dev/full"
+fi
+
 # An existing output is kept unless --force.
 cp out.safetensors before
 expect_exit 1 "$RESNET" convert -o out.safetensors one.safetensors
