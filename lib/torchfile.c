@@ -629,6 +629,14 @@ out:
 /* ------------------------------------------------------------------ */
 /* The legacy format                                                    */
 
+/* The error for a file that is none of the formats read here. */
+static int not_weights(struct resnet_error *err, const char *path) {
+    return rn_error(err, RESNET_EFORMAT, 0,
+                    "'%s' is not a PyTorch file, safetensors file or Git "
+                    "LFS pointer",
+                    path);
+}
+
 /* Runs the next pickle of the file at *pos. */
 static int next_pickle(struct reader *r, const unsigned char *buf,
                        size_t len, size_t *pos, struct rn_pickle **p) {
@@ -647,8 +655,9 @@ static int check_legacy_head(struct reader *r, const unsigned char *buf,
     const struct rn_pval *v;
     int rc;
 
-    if ((rc = next_pickle(r, buf, len, pos, &p))) {
-        return rc;
+    // A file that only starts like a pickle is no PyTorch file at all.
+    if (next_pickle(r, buf, len, pos, &p)) {
+        return not_weights(r->err, r->path);
     }
     v = p->root;
     rc = v->kind == RN_PV_BIGINT && v->u.str.len == sizeof legacy_magic &&
@@ -849,9 +858,11 @@ static int map_file(const char *path, void **map, size_t *len,
     if (stat(path, &st) != 0) {
         return rn_error(err, RESNET_EIO, errno, "cannot open '%s'", path);
     }
+    // As lib/safetensors.c words it for classify and inspect.
     if (!S_ISREG(st.st_mode)) {
-        return rn_error(err, RESNET_EIO, 0, "cannot read '%s': not a file",
-                        path);
+        return rn_error(err, RESNET_EIO, S_ISDIR(st.st_mode) ? EISDIR : 0,
+                        "cannot read '%s'%s", path,
+                        S_ISDIR(st.st_mode) ? "" : ": not a regular file");
     }
     fd = open(path, O_RDONLY | O_NONBLOCK);
     if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
@@ -888,14 +899,13 @@ static int dispatch(struct reader *r, const unsigned char *map, size_t len,
     case K_SAFETENSORS:
         return load_safetensors(r, sd);
     case K_LFS:
+        // The wording of lib/safetensors.c, for classify and inspect.
         return rn_error(r->err, RESNET_EFORMAT, 0,
-                        "cannot read '%s': it is a Git LFS pointer, not "
-                        "weights (fetch the file with 'git lfs pull')",
+                        "'%s' is a Git LFS pointer, not weights "
+                        "(run git lfs pull)",
                         r->path);
     default:
-        return rn_error(r->err, RESNET_EFORMAT, 0,
-                        "cannot read '%s': not a PyTorch or safetensors file",
-                        r->path);
+        return not_weights(r->err, r->path);
     }
 }
 

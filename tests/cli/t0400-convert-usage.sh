@@ -44,8 +44,36 @@ echo "resnet: cannot open 'nope.pth': No such file or directory" >want
 expect_same want "$tmp/err"
 echo "just text" >text.pth
 expect_exit 1 "$RESNET" convert text.pth
-echo "resnet: cannot read 'text.pth': not a PyTorch or safetensors file" >want
+echo "resnet: 'text.pth' is not a PyTorch file, safetensors file or Git LFS pointer" \
+    >want
 expect_same want "$tmp/err"
+
+# A file that starts like a legacy PyTorch pickle but breaks off is
+# named as no PyTorch file, not as a bad pickle opcode; pointers,
+# folders and FIFOs are worded as classify and inspect word them.
+printf '\200\002\212\001\154\374\234\106.' >magic.pth
+expect_exit 1 "$RESNET" convert magic.pth
+echo "resnet: 'magic.pth' is not a PyTorch file, safetensors file or Git LFS pointer" \
+    >want
+expect_same want "$tmp/err"
+printf '%s\n' "version https://git-lfs.github.com/spec/v1" \
+    "oid sha256:0000" "size 1" >lfs.pth
+expect_exit 1 "$RESNET" convert lfs.pth
+echo "resnet: 'lfs.pth' is a Git LFS pointer, not weights (run git lfs pull)" \
+    >want
+expect_same want "$tmp/err"
+mkdir dir.pth
+expect_exit 1 "$RESNET" convert dir.pth
+echo "resnet: cannot read 'dir.pth': Is a directory" >want
+expect_same want "$tmp/err"
+if mkfifo fifo.pth 2>/dev/null; then
+    expect_exit 1 "$RESNET" convert fifo.pth
+    echo "resnet: cannot read 'fifo.pth': not a regular file" >want
+    expect_same want "$tmp/err"
+    rm -f fifo.pth
+fi
+rmdir dir.pth
+rm -f magic.pth lfs.pth
 [ ! -e text.safetensors ] || fail "a failed convert left text.safetensors"
 
 # Tensors that fit no ResNet still convert, with a warning naming them.
