@@ -713,6 +713,7 @@ static int read_legacy_storages(struct reader *r, const struct rn_pval *keys,
                                  ? find_storage(r, key->u.str.s)
                                  : NULL;
         uint64_t numel;
+        int64_t signed_numel;
 
         if (!st || st->data) {
             return rn_error(r->err, RESNET_EFORMAT, 0,
@@ -725,14 +726,15 @@ static int read_legacy_storages(struct reader *r, const struct rn_pval *keys,
             goto truncated;
         }
         memcpy(&numel, buf + pos, 8); // TODO: assumes a little-endian host
+        memcpy(&signed_numel, &numel, 8);
         pos += 8;
         if (numel != (uint64_t)st->root_numel ||
             __builtin_mul_overflow(numel, elem_size(st->dtype), &n_bytes)) {
             return rn_error(r->err, RESNET_EFORMAT, 0,
                             "bad storage '%s' in '%s' (expected %lld "
-                            "elements, got %llu)",
+                            "elements, got %lld)",
                             st->key, r->path, (long long)st->root_numel,
-                            (unsigned long long)numel);
+                            (long long)signed_numel);
         }
         if (len - pos < n_bytes) {
             goto truncated;

@@ -429,6 +429,20 @@ def make_hostile():
         p = os.path.join(OUT, "hostile-truncated-%s.pth" % tag)
         open(p, "wb").write(data[:cut])
         add_hostile("truncated-" + tag, p, "'%s'" % p)
+    # A legacy storage whose element count is -1: named signed.
+    import pickle
+    import pickletools
+    f = io.BytesIO(data)
+    for _ in range(5):
+        start = f.tell()
+        for _op in pickletools.genops(f):
+            pass
+    key, pos = pickle.loads(data[start:f.tell()])[0], f.tell()
+    want = struct.unpack("<q", data[pos:pos + 8])[0]
+    p = os.path.join(OUT, "hostile-legacy-numel.pth")
+    open(p, "wb").write(data[:pos] + struct.pack("<q", -1) + data[pos + 8:])
+    add_hostile("legacy-numel", p, "bad storage '%s' in '%s' (expected %d "
+                "elements, got -1)" % (key, p, want))
     p = os.path.join(OUT, "hostile-truncated-zip.pth")
     data = open(os.path.join(OUT, "cifar-zip.pth"), "rb").read()
     open(p, "wb").write(data[:len(data) // 2])
