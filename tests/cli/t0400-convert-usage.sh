@@ -80,7 +80,7 @@ rm -f magic.pth lfs.pth
 expect_exit 0 "$RESNET" convert one.safetensors -o out.safetensors
 printf '%s\t%s\t%s\n' - out.safetensors - >want
 expect_same want "$tmp/out"
-grep -q "^resnet: warning: wrote no description: .* 1 tensors fit no ResNet: 'a'" \
+grep -q "^resnet: warning: wrote no description: .* 1 tensor fits no ResNet: 'a'" \
     "$tmp/err" || fail "no warning naming tensor 'a': $(cat "$tmp/err")"
 [ ! -e out.json ] || fail "a description was written for no network"
 expect_exit 0 "$RESNET" -q convert one.safetensors -o quiet.safetensors
