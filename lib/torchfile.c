@@ -303,6 +303,69 @@ static int find_state_dict(struct reader *r, const struct rn_pval *root,
                     r->path);
 }
 
+/* Length of the UTF-8 sequence at s (len bytes left), or 0 if invalid. */
+static size_t utf8_seq(const unsigned char *s, size_t len) {
+    size_t n = s[0] < 0x80 ? 1 : s[0] < 0xc2 ? 0 : s[0] < 0xe0 ? 2
+             : s[0] < 0xf0 ? 3 : s[0] < 0xf5 ? 4 : 0;
+
+    if (n == 0 || n > len) {
+        return 0;
+    }
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xc0) != 0x80) {
+            return 0;
+        }
+    }
+    // No overlong forms, UTF-16 surrogates or code points past U+10FFFF.
+    if ((s[0] == 0xe0 && s[1] < 0xa0) || (s[0] == 0xed && s[1] >= 0xa0) ||
+        (s[0] == 0xf0 && s[1] < 0x90) || (s[0] == 0xf4 && s[1] >= 0x90)) {
+        return 0;
+    }
+    return n;
+}
+
+/* Offset of the first byte of name that is not UTF-8, or len. */
+static size_t first_non_utf8(const char *name, size_t len) {
+    const unsigned char *s = (const unsigned char *)name;
+    size_t i = 0, n;
+
+    while (i < len && (n = utf8_seq(s + i, len - i))) {
+        i += n;
+    }
+    return i;
+}
+
+/*
+ * A safetensors header is JSON, which holds only UTF-8: refuses a name
+ * that is not, showing its part around the first bad byte with other
+ * bytes than printable ASCII as \xNN.
+ */
+static int check_utf8(struct reader *r, const char *name, size_t len) {
+    size_t bad = first_non_utf8(name, len), from, k;
+    char shown[64];
+
+    if (bad == len) {
+        return RESNET_OK;
+    }
+    from = bad > 24 ? bad - 16 : 0;
+    k = (size_t)snprintf(shown, sizeof shown, "%s", from ? "..." : "");
+    for (size_t i = from; i < len; i++) {
+        unsigned char c = (unsigned char)name[i];
+
+        if (k + 8 >= sizeof shown) {
+            snprintf(shown + k, sizeof shown - k, "...");
+            break;
+        }
+        k += (size_t)snprintf(shown + k, sizeof shown - k,
+                              c >= 0x20 && c < 0x7f && c != '\\' ? "%c"
+                                                                 : "\\x%02x",
+                              c);
+    }
+    return rn_error(r->err, RESNET_EFORMAT, 0,
+                    "'%s': tensor name is not valid UTF-8 ('%s')", r->path,
+                    shown);
+}
+
 static bool is_dropped(const char *name) {
     const char *tail = strrchr(name, '.');
 
@@ -328,6 +391,9 @@ static int build_tensors(struct reader *r, const struct rn_pval *d,
                             "state_dict in '%s' has a key that is not a "
                             "name",
                             r->path);
+        }
+        if ((rc = check_utf8(r, key->u.str.s, key->u.str.len))) {
+            return rc;
         }
         if (is_dropped(key->u.str.s)) {
             sd->n_dropped++;
@@ -799,6 +865,9 @@ static int load_safetensors(struct reader *r, struct rn_state_dict *sd) {
         struct rn_tensor *t = &sd->tensors[sd->n_tensors];
         void *data;
 
+        if ((rc = check_utf8(r, src->name, strlen(src->name)))) {
+            goto out;
+        }
         if (is_dropped(src->name)) {
             sd->n_dropped++;
             continue;

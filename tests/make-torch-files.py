@@ -398,6 +398,23 @@ def make_hostile():
         zip_with(p, pkl, recs)
         add_hostile(tag, p, err % p)
 
+    # A name that is not UTF-8 would make a header JSON parsers refuse.
+    pkl, recs = replace_in_pickle(good, "linear.bias", "linear.bias")
+    bad = b"linear.\xff\xfebias"
+    pkl = pkl.replace(b"X\x0b\x00\x00\x00linear.bias",
+                      b"X" + struct.pack("<I", len(bad)) + bad, 1)
+    p = os.path.join(OUT, "hostile-utf8.pth")
+    zip_with(p, pkl, recs)
+    add_hostile("utf8", p, "'%s': tensor name is not valid UTF-8 "
+                "('linear.\\xff\\xfebias')" % p)
+
+    h = b'{"a\xff":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}'
+    h += b" " * (-len(h) % 8)
+    p = os.path.join(OUT, "hostile-utf8.safetensors")
+    open(p, "wb").write(struct.pack("<Q", len(h)) + h + bytes(4))
+    add_hostile("utf8-safetensors", p, "'%s': tensor name is not valid "
+                "UTF-8 ('a\\xff')" % p)
+
     # A record shorter than its storage says.
     pkl, recs = replace_in_pickle(good, "0", "0")
     p = os.path.join(OUT, "hostile-short-record.pth")
