@@ -2,7 +2,9 @@
  * State dicts from the files people hold: torch.save's zip format (a
  * pickle plus one record per storage), its legacy pre-1.6 format (five
  * pickles, then the raw storages) and safetensors. The pickle only
- * describes tensors; their bytes are copied out of the storages here.
+ * describes tensors; their bytes are copied out of the storages here
+ * (at most twice the storages' bytes plus 256 MiB in all), and each
+ * storage is let go once the last tensor viewing it has its bytes.
  */
 #include <config.h>
 
@@ -24,6 +26,16 @@
 /* Largest tensor made by repeating a smaller storage (stride 0). */
 #define MAX_REPEAT_BYTES ((uint64_t)1 << 30)
 
+/*
+ * All tensors together may take at most twice the bytes of the storages
+ * they view plus this much. Tensors view their storages, so a state
+ * dict takes their size (twice for weights shared by two names); the
+ * allowance is for broadcast buffers and small files. It bounds what
+ * stride-0 views of tiny storages can make: each alone is checked
+ * against MAX_REPEAT_BYTES, this caps their sum.
+ */
+#define EXTRA_TENSOR_BYTES ((uint64_t)256 << 20)
+
 /* Compressed zip records may expand this much at most (zip bombs). */
 #define MAX_EXPANSION 64
 
@@ -39,6 +51,8 @@ struct storage {
     const unsigned char *data; // root_numel elements
     int64_t root_numel;
     unsigned char *owned;      // data when read from a zip record
+    int n_uses;                // state dict entries that view it
+    int n_pending;             // of those, not yet copied out
 };
 
 /* What a reader shares while it builds the state dict. */
@@ -49,6 +63,7 @@ struct reader {
     rn_progress_fn progress;
     void *progress_ctx;
     size_t done, total;
+    uint64_t tensor_bytes;     // what the tensors took so far
     struct resnet_error *err;
 };
 
@@ -231,7 +246,69 @@ static void gather(const struct rn_pval *t, const unsigned char *base,
     }
 }
 
-/* Makes out a contiguous copy of tensor t (called name). */
+/*
+ * Lets go of a storage every tensor has been copied out of: frees a zip
+ * record, and drops the pages of a legacy file's mapping from memory
+ * (they would be read again from the file if touched).
+ */
+static void release(struct storage *st) {
+    long page = sysconf(_SC_PAGESIZE);
+    uintptr_t from, to;
+
+    if (--st->n_pending > 0) {
+        return;
+    }
+    if (st->owned) {
+        free(st->owned);
+        st->owned = NULL;
+        st->data = NULL;
+    } else if (st->data && page > 0) {
+        from = ((uintptr_t)st->data + (uintptr_t)page - 1) &
+               ~((uintptr_t)page - 1);
+        to = ((uintptr_t)st->data +
+              (uintptr_t)st->root_numel * elem_size(st->dtype)) &
+             ~((uintptr_t)page - 1);
+        if (to > from) {
+            madvise((void *)from, to - from, MADV_DONTNEED);
+        }
+        st->data = NULL;
+    }
+}
+
+/* Adds n_bytes to the tensors' total; refuses it past the limit. */
+static int charge(struct reader *r, size_t n_bytes) {
+    uint64_t limit = (uint64_t)r->total * 2 + EXTRA_TENSOR_BYTES;
+
+    if (n_bytes > limit - r->tensor_bytes) {
+        return rn_error(r->err, RESNET_EUNSUPPORTED, 0,
+                        "tensors in '%s' would take more than %llu bytes "
+                        "(at most twice their storages plus 256 MiB)",
+                        r->path, (unsigned long long)limit);
+    }
+    r->tensor_bytes += n_bytes;
+    return RESNET_OK;
+}
+
+/* Counts the entries of dict d that view each storage. */
+static void count_uses(struct reader *r, const struct rn_pval *d) {
+    for (size_t i = 1; i < d->u.seq.n; i += 2) {
+        const struct rn_pval *t = d->u.seq.items[i];
+        struct storage *st = t->kind == RN_PV_TENSOR
+                                 ? find_storage(r, t->u.tensor.storage
+                                                       ->u.storage.key)
+                                 : NULL;
+
+        if (st) {
+            st->n_uses++;
+            st->n_pending++;
+        }
+    }
+}
+
+/*
+ * Makes out a contiguous copy of tensor t (called name), or hands it
+ * the record of its storage when that is the same bytes.
+ */
 static int materialise(struct reader *r, const char *name,
                        const struct rn_pval *t, struct rn_tensor *out) {
     const struct rn_pval *s = t->u.tensor.storage;
@@ -246,8 +323,22 @@ static int materialise(struct reader *r, const char *name,
                         s->u.storage.key, name, r->path);
     }
     es = elem_size(st->dtype);
-    if ((rc = check_view(r, name, t, st, out))) {
+    if ((rc = check_view(r, name, t, st, out)) ||
+        (rc = charge(r, out->n_bytes))) {
         return rc;
+    }
+    out->dtype = st->dtype;
+
+    // A tensor that is all of a record it alone views takes the record
+    // over, so the bytes are held once, not twice.
+    if (st->owned && st->n_uses == 1 && t->u.tensor.offset == 0 &&
+        s->u.storage.offset == 0 && is_contiguous(t) &&
+        out->n_bytes == (size_t)st->root_numel * es) {
+        out->data = st->owned;
+        st->owned = NULL;
+        st->data = NULL;
+        st->n_pending = 0;
+        return RESNET_OK;
     }
     data = malloc(out->n_bytes ? out->n_bytes : 1);
     if (!data) {
@@ -257,8 +348,8 @@ static int materialise(struct reader *r, const char *name,
     }
     gather(t, st->data + (size_t)s->u.storage.offset * es, es, data,
            out->n_elems);
-    out->dtype = st->dtype;
     out->data = data;
+    release(st);
     return RESNET_OK;
 }
 
@@ -382,6 +473,7 @@ static int build_tensors(struct reader *r, const struct rn_pval *d,
     if (!sd->tensors) {
         return rn_error(r->err, RESNET_ENOMEM, 0, "out of memory");
     }
+    count_uses(r, d);
     for (size_t i = 0; i < n; i++) {
         const struct rn_pval *key = d->u.seq.items[2 * i];
         struct rn_tensor *t = &sd->tensors[sd->n_tensors];

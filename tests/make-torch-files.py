@@ -427,6 +427,14 @@ def make_hostile():
     torch.save({"conv1.weight": torch.zeros(1).expand(1 << 20, 1 << 10)}, p)
     add_hostile("repeat", p, "tensor 'conv1.weight' in '%s' repeats its "
                 "storage to 4294967296 bytes (at most 1073741824)" % p)
+    # Three views of one element, 90 MiB each: each is allowed, together
+    # they pass the cap of twice the storages (4 bytes) plus 256 MiB.
+    p = os.path.join(OUT, "hostile-repeat-total.pth")
+    one = torch.zeros(1)
+    torch.save({k: one.expand(90 << 18) for k in "abc"}, p)
+    add_hostile("repeat-total", p, "tensors in '%s' would take more than "
+                "268435464 bytes (at most twice their storages plus 256 MiB)"
+                % p)
     p = os.path.join(OUT, "hostile-zip-bomb.pth")
     with zipfile.ZipFile(good) as z:
         top = z.namelist()[0].split("/")[0]
