@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -181,6 +182,36 @@ static void show_progress(void *ctx, size_t done, size_t total) {
     }
 }
 
+/* Removes the half-written outputs, then dies from sig as it would have. */
+static void on_signal(int sig) {
+    resnet_temp_files_remove();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+/*
+ * Stopping convert (TERM, INT, HUP) removes its temporary files, unless
+ * the signal was ignored when it started (nohup). A file size limit
+ * (ulimit -f) makes the write fail with EFBIG instead of killing it, so
+ * the normal error path cleans up.
+ */
+static void catch_signals(void) {
+    static const int sigs[] = {SIGTERM, SIGINT, SIGHUP};
+    struct sigaction sa = {.sa_handler = on_signal}, old;
+
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+        sigaddset(&sa.sa_mask, sigs[i]);
+    }
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+        if (sigaction(sigs[i], NULL, &old) == 0 &&
+            old.sa_handler != SIG_IGN) {
+            sigaction(sigs[i], &sa, NULL);
+        }
+    }
+    signal(SIGXFSZ, SIG_IGN);
+}
+
 /* What the input held, with -v; warnings for what changed on the way. */
 static void report(const struct convert_opts *o,
                    const struct resnet_convert_info *info) {
@@ -237,6 +268,7 @@ int cmd_convert(int argc, char **argv) {
         copts.progress = show_progress;
         copts.progress_ctx = (void *)o.input;
     }
+    catch_signals();
     rc = resnet_convert(o.input, weights, desc, &copts, &info, &err);
     if (copts.progress) {
         fputc('\n', stderr);
