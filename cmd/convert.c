@@ -1,7 +1,9 @@
 /* resnet convert: PyTorch or safetensors weights in, a ready model out. */
 #include <config.h>
 
+#include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,6 +77,9 @@ static int parse_args(int argc, char **argv, struct convert_opts *o) {
         }
         switch (opt) {
         case 'o':
+            if (!*optarg) {
+                return usage_error(usage, "-o needs a file name, not ''");
+            }
             o->output = optarg;
             break;
         case 'a':
@@ -177,6 +182,36 @@ static void show_progress(void *ctx, size_t done, size_t total) {
     }
 }
 
+/* Removes the half-written outputs, then dies from sig as it would have. */
+static void on_signal(int sig) {
+    resnet_temp_files_remove();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+/*
+ * Stopping convert (TERM, INT, HUP) removes its temporary files, unless
+ * the signal was ignored when it started (nohup). A file size limit
+ * (ulimit -f) makes the write fail with EFBIG instead of killing it, so
+ * the normal error path cleans up.
+ */
+static void catch_signals(void) {
+    static const int sigs[] = {SIGTERM, SIGINT, SIGHUP};
+    struct sigaction sa = {.sa_handler = on_signal}, old;
+
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+        sigaddset(&sa.sa_mask, sigs[i]);
+    }
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+        if (sigaction(sigs[i], NULL, &old) == 0 &&
+            old.sa_handler != SIG_IGN) {
+            sigaction(sigs[i], &sa, NULL);
+        }
+    }
+    signal(SIGXFSZ, SIG_IGN);
+}
+
 /* What the input held, with -v; warnings for what changed on the way. */
 static void report(const struct convert_opts *o,
                    const struct resnet_convert_info *info) {
@@ -233,6 +268,7 @@ int cmd_convert(int argc, char **argv) {
         copts.progress = show_progress;
         copts.progress_ctx = (void *)o.input;
     }
+    catch_signals();
     rc = resnet_convert(o.input, weights, desc, &copts, &info, &err);
     if (copts.progress) {
         fputc('\n', stderr);
@@ -252,6 +288,12 @@ int cmd_convert(int argc, char **argv) {
     printf("%s\t%s\t%s\n", info.arch_name[0] ? info.arch_name : "-", weights,
            info.unrecognised[0] ? "-" : desc);
     rc = EXIT_OK;
+
+    // The files are complete either way; say so when the line was lost.
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        error("cannot write to standard output: %s", strerror(errno));
+        rc = EXIT_FAIL;
+    }
 
 out:
     free(arch);

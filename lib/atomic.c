@@ -2,6 +2,8 @@
  * Files that appear whole or not at all: written to a temporary file
  * beside the target, flushed to disk, then moved into place in one step,
  * so a reader never sees half a file and a failure leaves nothing new.
+ * The temporary files open now are listed, so that a signal handler can
+ * remove them (resnet_temp_files_remove()).
  */
 #include <config.h>
 
@@ -14,6 +16,32 @@
 #include <unistd.h>
 
 #include "internal.h"
+
+/*
+ * The temporary files open now, for resnet_temp_files_remove(). A name
+ * leaves the list before it is freed or renamed, so a handler that
+ * interrupts the writer sees a valid name or NULL. Files beyond the
+ * first MAX_TEMPS are not listed (the CLI writes two at once).
+ */
+#define MAX_TEMPS 8
+static char *volatile temps[MAX_TEMPS];
+
+static void list_temp(char *tmp) {
+    for (int i = 0; i < MAX_TEMPS; i++) {
+        if (!temps[i]) {
+            temps[i] = tmp;
+            return;
+        }
+    }
+}
+
+static void unlist_temp(const char *tmp) {
+    for (int i = 0; i < MAX_TEMPS; i++) {
+        if (temps[i] == tmp) {
+            temps[i] = NULL;
+        }
+    }
+}
 
 /* "<dir>/.<name>.XXXXXX" for mkstemp(), next to path. */
 static char *temp_template(const char *path) {
@@ -114,6 +142,8 @@ int rn_atomic_open(struct rn_atomic *f, const char *path, bool overwrite,
         return rc;
     }
 
+    list_temp(f->tmp);
+
     // mkstemp() makes the file private; give it a plain creat()'s mode.
     // TODO: umask() is process-wide, so a file another thread creates
     // between these two calls ignores the umask; fine for the CLI,
@@ -158,7 +188,8 @@ int rn_atomic_commit(struct rn_atomic *f, struct resnet_error *err) {
         return fail(f, e, err);
     }
 
-    // Move it into place; until then path is untouched.
+    // Move it into place; until then path is untouched. The name stays
+    // listed through the move: unlinking it afterwards is harmless.
     e = publish(f->tmp, f->path, f->overwrite);
     if (e) {
         rn_atomic_abort(f);
@@ -166,6 +197,7 @@ int rn_atomic_commit(struct rn_atomic *f, struct resnet_error *err) {
                            : rn_error(err, RESNET_EIO, e,
                                       "cannot write '%s'", f->path);
     }
+    unlist_temp(f->tmp);
     free(f->tmp);
     f->tmp = NULL;
     sync_dir(f->path);
@@ -181,6 +213,17 @@ void rn_atomic_abort(struct rn_atomic *f) {
         f->fd = -1;
     }
     unlink(f->tmp);
+    unlist_temp(f->tmp);
     free(f->tmp);
     f->tmp = NULL;
+}
+
+void resnet_temp_files_remove(void) {
+    for (int i = 0; i < MAX_TEMPS; i++) {
+        char *tmp = temps[i];
+
+        if (tmp) {
+            unlink(tmp);
+        }
+    }
 }

@@ -436,6 +436,61 @@ static const struct rn_pval *as_tuple(const struct rn_pval *v, size_t n_min,
     return v;
 }
 
+/*
+ * Checks _rebuild_tensor's offset, size and stride (args a) and says
+ * which one is wrong.
+ */
+static int check_layout(struct vm *vm, struct rn_pval **a, int64_t max) {
+    const struct rn_pval *size = a[2], *stride = a[3];
+
+    if (a[1]->kind != RN_PV_INT) {
+        return bad(vm, "tensor storage offset is not a number");
+    }
+    if (a[1]->u.i < 0 || a[1]->u.i > max) {
+        return rn_error(vm->err, RESNET_EFORMAT, 0,
+                        "bad tensor in '%s' at offset %zu: storage offset "
+                        "%lld is out of range (0 to 2^50)",
+                        vm->name, vm->op_pos, (long long)a[1]->u.i);
+    }
+    if (size->kind != RN_PV_TUPLE || stride->kind != RN_PV_TUPLE) {
+        return bad(vm, "tensor size or stride is not a tuple");
+    }
+    if (size->u.seq.n > RN_MAX_DIMS) {
+        return rn_error(vm->err, RESNET_EUNSUPPORTED, 0,
+                        "unsupported tensor in '%s' at offset %zu: %zu "
+                        "dimensions (at most %d)",
+                        vm->name, vm->op_pos, size->u.seq.n, RN_MAX_DIMS);
+    }
+    if (size->u.seq.n != stride->u.seq.n) {
+        return rn_error(vm->err, RESNET_EFORMAT, 0,
+                        "bad tensor in '%s' at offset %zu: %zu sizes but "
+                        "%zu strides",
+                        vm->name, vm->op_pos, size->u.seq.n,
+                        stride->u.seq.n);
+    }
+    for (size_t i = 0; i < 2 * size->u.seq.n; i++) {
+        bool is_size = i < size->u.seq.n;
+        size_t dim = is_size ? i : i - size->u.seq.n;
+        const struct rn_pval *v = (is_size ? size : stride)->u.seq.items[dim];
+        const char *what = is_size ? "size" : "stride";
+
+        if (v->kind != RN_PV_INT) {
+            return rn_error(vm->err, RESNET_EFORMAT, 0,
+                            "bad tensor in '%s' at offset %zu: %s of "
+                            "dimension %zu is not a number",
+                            vm->name, vm->op_pos, what, dim);
+        }
+        if (as_count(v, max) < 0) {
+            return rn_error(vm->err, RESNET_EFORMAT, 0,
+                            "bad tensor in '%s' at offset %zu: %s %lld of "
+                            "dimension %zu is out of range (0 to 2^50)",
+                            vm->name, vm->op_pos, what, (long long)v->u.i,
+                            dim);
+        }
+    }
+    return RESNET_OK;
+}
+
 /* _rebuild_tensor(storage, offset, size, stride, ...) -> a tensor value. */
 static int rebuild_tensor(struct vm *vm, const struct rn_pval *args,
                           struct rn_pval **out) {
@@ -443,19 +498,16 @@ static int rebuild_tensor(struct vm *vm, const struct rn_pval *args,
     const struct rn_pval *size, *stride;
     const int64_t max = (int64_t)1 << 50;
     struct rn_pval *t;
+    int rc;
 
     if (args->u.seq.n < 4 || a[0]->kind != RN_PV_STORAGE) {
         return bad(vm, "bad arguments to _rebuild_tensor");
     }
-    size = as_tuple(a[2], 0, RN_MAX_DIMS);
-    stride = as_tuple(a[3], 0, RN_MAX_DIMS);
-    if (!size || !stride || size->u.seq.n != stride->u.seq.n ||
-        as_count(a[1], max) < 0) {
-        return rn_error(vm->err, RESNET_EUNSUPPORTED, 0,
-                        "unsupported tensor in '%s' at offset %zu: bad "
-                        "offset, size or stride (at most %d dimensions)",
-                        vm->name, vm->op_pos, RN_MAX_DIMS);
+    if ((rc = check_layout(vm, a, max))) {
+        return rc;
     }
+    size = a[2];
+    stride = a[3];
     t = new_value(vm, RN_PV_TENSOR);
     if (!t) {
         return no_value(vm);
@@ -464,11 +516,8 @@ static int rebuild_tensor(struct vm *vm, const struct rn_pval *args,
     t->u.tensor.offset = a[1]->u.i;
     t->u.tensor.n_dims = (int)size->u.seq.n;
     for (int i = 0; i < t->u.tensor.n_dims; i++) {
-        t->u.tensor.shape[i] = as_count(size->u.seq.items[i], max);
-        t->u.tensor.stride[i] = as_count(stride->u.seq.items[i], max);
-        if (t->u.tensor.shape[i] < 0 || t->u.tensor.stride[i] < 0) {
-            return bad(vm, "bad tensor size or stride");
-        }
+        t->u.tensor.shape[i] = size->u.seq.items[i]->u.i;
+        t->u.tensor.stride[i] = stride->u.seq.items[i]->u.i;
     }
     *out = t;
     return RESNET_OK;
@@ -542,9 +591,15 @@ static int op_persid(struct vm *vm) {
     a = pid->u.seq.items;
     if (a[1]->kind != RN_PV_GLOBAL || a[1]->u.global.id != G_STORAGE ||
         a[2]->kind != RN_PV_STR || a[3]->kind != RN_PV_STR ||
-        strlen(a[2]->u.str.s) != a[2]->u.str.len ||
-        as_count(a[4], max) < 0) {
+        strlen(a[2]->u.str.s) != a[2]->u.str.len || a[4]->kind != RN_PV_INT) {
         return bad(vm, "bad storage persistent id");
+    }
+    if (as_count(a[4], max) < 0) {
+        return rn_error(vm->err, RESNET_EFORMAT, 0,
+                        "bad storage '%.80s' in '%s' at offset %zu: %lld "
+                        "elements (0 to 2^50)",
+                        a[2]->u.str.s, vm->name, vm->op_pos,
+                        (long long)a[4]->u.i);
     }
     if (pid->u.seq.n == 6 && a[5]->kind != RN_PV_NONE) {
         // Legacy storage views: (view_key, offset, size) of the root.

@@ -286,25 +286,44 @@ static bool same_shape(const struct rn_tensor *t, const struct rn_expected *e) {
     return true;
 }
 
-/* Appends name to the list in buf while it fits, else counts it. */
-static void list_name(char *buf, size_t size, const char *name, int *n_left) {
-    size_t len = strlen(buf);
+/* How many unplaced names a message lists, and how long each may be. */
+#define MAX_LISTED 8
+#define MAX_SHOWN 32
 
-    if (*n_left == 0 && len + strlen(name) + 24 < size) {
-        snprintf(buf + len, size - len, "%s'%s'", len ? ", " : "", name);
+/*
+ * Appends name to the list in buf, cut to MAX_SHOWN bytes with "...",
+ * while fewer than MAX_LISTED are listed and it fits; else counts it.
+ */
+static void list_name(char *buf, size_t size, const char *name,
+                      int *n_listed, int *n_left) {
+    size_t len = strlen(buf), keep = strlen(name);
+    const char *cut = "";
+
+    if (keep > MAX_SHOWN) {
+        // Cut on a character boundary, not inside a UTF-8 sequence.
+        keep = MAX_SHOWN - 3;
+        while (keep > 0 && ((unsigned char)name[keep] & 0xc0) == 0x80) {
+            keep--;
+        }
+        cut = "...";
+    }
+    if (*n_listed < MAX_LISTED && len + keep + 8 < size) {
+        snprintf(buf + len, size - len, "%s'%.*s%s'", len ? ", " : "",
+                 (int)keep, name, cut);
+        (*n_listed)++;
     } else {
         (*n_left)++;
     }
 }
 
 /*
- * Marks which tensors of sd the expected list places (used[i]), and
+ * Finds the tensors of sd the expected list cannot place, and
  * lists those it cannot place into buf; returns how many there are.
  */
 static int unplaced(const struct rn_state_dict *sd,
                     const struct rn_expected *e, int n_e, char *buf,
                     size_t size, int *n_left) {
-    int n = 0;
+    int n = 0, n_listed = 0;
 
     buf[0] = '\0';
     *n_left = 0;
@@ -316,7 +335,7 @@ static int unplaced(const struct rn_state_dict *sd,
             placed = strcmp(e[k].name, t->name) == 0 && same_shape(t, &e[k]);
         }
         if (!placed) {
-            list_name(buf, size, t->name, n_left);
+            list_name(buf, size, t->name, &n_listed, n_left);
             n++;
         }
     }
@@ -327,7 +346,7 @@ static int unplaced(const struct rn_state_dict *sd,
 static int cannot_place(const struct rn_state_dict *sd,
                         const struct rn_expected *e, int n_e,
                         const char *source, struct resnet_error *err) {
-    char names[200];
+    char names[128];
     int n_left, n = unplaced(sd, e, n_e, names, sizeof names, &n_left);
     const char *missing = NULL;
 
@@ -351,9 +370,9 @@ static int cannot_place(const struct rn_state_dict *sd,
                         source, n, names, n_left);
     }
     return rn_error(err, RESNET_ESHAPE, 0,
-                    "cannot recognise the network in '%s': %d tensors fit "
-                    "no ResNet: %s",
-                    source, n, names);
+                    "cannot recognise the network in '%s': %d %s no "
+                    "ResNet: %s",
+                    source, n, n == 1 ? "tensor fits" : "tensors fit", names);
 }
 
 int rn_recognize(const struct rn_state_dict *sd, const char *source,

@@ -433,8 +433,11 @@ struct resnet_convert_info {
  * Floating-point tensors are written as opts->dtype. Each output is
  * written to a temporary file and renamed into place; existing files are
  * kept unless opts->overwrite, and on failure no output is left.
- * Limits: a stride-0 view may repeat its storage to at most 1 GiB, and a
- * compressed zip record may expand at most 64-fold.
+ * Limits: a stride-0 view may repeat its storage to at most 1 GiB, all
+ * tensors together may take at most twice their storages' bytes plus
+ * 256 MiB, and a compressed zip record may expand at most 64-fold.
+ * A program that may be stopped by a signal while this runs can call
+ * resnet_temp_files_remove() from its handler.
  * info (may be NULL) is filled in. Returns RESNET_EIO, RESNET_EFORMAT,
  * RESNET_ESHAPE, RESNET_EUNSUPPORTED, RESNET_EINVAL or RESNET_ENOMEM.
  */
@@ -443,6 +446,14 @@ int resnet_convert(const char *in_path, const char *weights_path,
                    const struct resnet_convert_opts *opts,
                    struct resnet_convert_info *info,
                    struct resnet_error *err);
+
+/*
+ * Removes the temporary files (".<name>.XXXXXX" beside their targets)
+ * that output files being written have now, for a signal handler that
+ * then ends the program: async-signal-safe, it only calls unlink(), and
+ * leaves the writers' state alone.
+ */
+void resnet_temp_files_remove(void);
 
 /* ------------------------------------------------------------------ */
 /* Finding files                                                        */

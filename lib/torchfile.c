@@ -2,7 +2,9 @@
  * State dicts from the files people hold: torch.save's zip format (a
  * pickle plus one record per storage), its legacy pre-1.6 format (five
  * pickles, then the raw storages) and safetensors. The pickle only
- * describes tensors; their bytes are copied out of the storages here.
+ * describes tensors; their bytes are copied out of the storages here
+ * (at most twice the storages' bytes plus 256 MiB in all), and each
+ * storage is let go once the last tensor viewing it has its bytes.
  */
 #include <config.h>
 
@@ -24,6 +26,16 @@
 /* Largest tensor made by repeating a smaller storage (stride 0). */
 #define MAX_REPEAT_BYTES ((uint64_t)1 << 30)
 
+/*
+ * All tensors together may take at most twice the bytes of the storages
+ * they view plus this much. Tensors view their storages, so a state
+ * dict takes their size (twice for weights shared by two names); the
+ * allowance is for broadcast buffers and small files. It bounds what
+ * stride-0 views of tiny storages can make: each alone is checked
+ * against MAX_REPEAT_BYTES, this caps their sum.
+ */
+#define EXTRA_TENSOR_BYTES ((uint64_t)256 << 20)
+
 /* Compressed zip records may expand this much at most (zip bombs). */
 #define MAX_EXPANSION 64
 
@@ -39,6 +51,8 @@ struct storage {
     const unsigned char *data; // root_numel elements
     int64_t root_numel;
     unsigned char *owned;      // data when read from a zip record
+    int n_uses;                // state dict entries that view it
+    int n_pending;             // of those, not yet copied out
 };
 
 /* What a reader shares while it builds the state dict. */
@@ -49,6 +63,7 @@ struct reader {
     rn_progress_fn progress;
     void *progress_ctx;
     size_t done, total;
+    uint64_t tensor_bytes;     // what the tensors took so far
     struct resnet_error *err;
 };
 
@@ -231,7 +246,69 @@ static void gather(const struct rn_pval *t, const unsigned char *base,
     }
 }
 
-/* Makes out a contiguous copy of tensor t (called name). */
+/*
+ * Lets go of a storage every tensor has been copied out of: frees a zip
+ * record, and drops the pages of a legacy file's mapping from memory
+ * (they would be read again from the file if touched).
+ */
+static void release(struct storage *st) {
+    long page = sysconf(_SC_PAGESIZE);
+    uintptr_t from, to;
+
+    if (--st->n_pending > 0) {
+        return;
+    }
+    if (st->owned) {
+        free(st->owned);
+        st->owned = NULL;
+        st->data = NULL;
+    } else if (st->data && page > 0) {
+        from = ((uintptr_t)st->data + (uintptr_t)page - 1) &
+               ~((uintptr_t)page - 1);
+        to = ((uintptr_t)st->data +
+              (uintptr_t)st->root_numel * elem_size(st->dtype)) &
+             ~((uintptr_t)page - 1);
+        if (to > from) {
+            madvise((void *)from, to - from, MADV_DONTNEED);
+        }
+        st->data = NULL;
+    }
+}
+
+/* Adds n_bytes to the tensors' total; refuses it past the limit. */
+static int charge(struct reader *r, size_t n_bytes) {
+    uint64_t limit = (uint64_t)r->total * 2 + EXTRA_TENSOR_BYTES;
+
+    if (n_bytes > limit - r->tensor_bytes) {
+        return rn_error(r->err, RESNET_EUNSUPPORTED, 0,
+                        "tensors in '%s' would take more than %llu bytes "
+                        "(at most twice their storages plus 256 MiB)",
+                        r->path, (unsigned long long)limit);
+    }
+    r->tensor_bytes += n_bytes;
+    return RESNET_OK;
+}
+
+/* Counts the entries of dict d that view each storage. */
+static void count_uses(struct reader *r, const struct rn_pval *d) {
+    for (size_t i = 1; i < d->u.seq.n; i += 2) {
+        const struct rn_pval *t = d->u.seq.items[i];
+        struct storage *st = t->kind == RN_PV_TENSOR
+                                 ? find_storage(r, t->u.tensor.storage
+                                                       ->u.storage.key)
+                                 : NULL;
+
+        if (st) {
+            st->n_uses++;
+            st->n_pending++;
+        }
+    }
+}
+
+/*
+ * Makes out a contiguous copy of tensor t (called name), or hands it
+ * the record of its storage when that is the same bytes.
+ */
 static int materialise(struct reader *r, const char *name,
                        const struct rn_pval *t, struct rn_tensor *out) {
     const struct rn_pval *s = t->u.tensor.storage;
@@ -246,8 +323,22 @@ static int materialise(struct reader *r, const char *name,
                         s->u.storage.key, name, r->path);
     }
     es = elem_size(st->dtype);
-    if ((rc = check_view(r, name, t, st, out))) {
+    if ((rc = check_view(r, name, t, st, out)) ||
+        (rc = charge(r, out->n_bytes))) {
         return rc;
+    }
+    out->dtype = st->dtype;
+
+    // A tensor that is all of a record it alone views takes the record
+    // over, so the bytes are held once, not twice.
+    if (st->owned && st->n_uses == 1 && t->u.tensor.offset == 0 &&
+        s->u.storage.offset == 0 && is_contiguous(t) &&
+        out->n_bytes == (size_t)st->root_numel * es) {
+        out->data = st->owned;
+        st->owned = NULL;
+        st->data = NULL;
+        st->n_pending = 0;
+        return RESNET_OK;
     }
     data = malloc(out->n_bytes ? out->n_bytes : 1);
     if (!data) {
@@ -257,8 +348,8 @@ static int materialise(struct reader *r, const char *name,
     }
     gather(t, st->data + (size_t)s->u.storage.offset * es, es, data,
            out->n_elems);
-    out->dtype = st->dtype;
     out->data = data;
+    release(st);
     return RESNET_OK;
 }
 
@@ -303,6 +394,69 @@ static int find_state_dict(struct reader *r, const struct rn_pval *root,
                     r->path);
 }
 
+/* Length of the UTF-8 sequence at s (len bytes left), or 0 if invalid. */
+static size_t utf8_seq(const unsigned char *s, size_t len) {
+    size_t n = s[0] < 0x80 ? 1 : s[0] < 0xc2 ? 0 : s[0] < 0xe0 ? 2
+             : s[0] < 0xf0 ? 3 : s[0] < 0xf5 ? 4 : 0;
+
+    if (n == 0 || n > len) {
+        return 0;
+    }
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xc0) != 0x80) {
+            return 0;
+        }
+    }
+    // No overlong forms, UTF-16 surrogates or code points past U+10FFFF.
+    if ((s[0] == 0xe0 && s[1] < 0xa0) || (s[0] == 0xed && s[1] >= 0xa0) ||
+        (s[0] == 0xf0 && s[1] < 0x90) || (s[0] == 0xf4 && s[1] >= 0x90)) {
+        return 0;
+    }
+    return n;
+}
+
+/* Offset of the first byte of name that is not UTF-8, or len. */
+static size_t first_non_utf8(const char *name, size_t len) {
+    const unsigned char *s = (const unsigned char *)name;
+    size_t i = 0, n;
+
+    while (i < len && (n = utf8_seq(s + i, len - i))) {
+        i += n;
+    }
+    return i;
+}
+
+/*
+ * A safetensors header is JSON, which holds only UTF-8: refuses a name
+ * that is not, showing its part around the first bad byte with other
+ * bytes than printable ASCII as \xNN.
+ */
+static int check_utf8(struct reader *r, const char *name, size_t len) {
+    size_t bad = first_non_utf8(name, len), from, k;
+    char shown[64];
+
+    if (bad == len) {
+        return RESNET_OK;
+    }
+    from = bad > 24 ? bad - 16 : 0;
+    k = (size_t)snprintf(shown, sizeof shown, "%s", from ? "..." : "");
+    for (size_t i = from; i < len; i++) {
+        unsigned char c = (unsigned char)name[i];
+
+        if (k + 8 >= sizeof shown) {
+            snprintf(shown + k, sizeof shown - k, "...");
+            break;
+        }
+        k += (size_t)snprintf(shown + k, sizeof shown - k,
+                              c >= 0x20 && c < 0x7f && c != '\\' ? "%c"
+                                                                 : "\\x%02x",
+                              c);
+    }
+    return rn_error(r->err, RESNET_EFORMAT, 0,
+                    "'%s': tensor name is not valid UTF-8 ('%s')", r->path,
+                    shown);
+}
+
 static bool is_dropped(const char *name) {
     const char *tail = strrchr(name, '.');
 
@@ -319,6 +473,7 @@ static int build_tensors(struct reader *r, const struct rn_pval *d,
     if (!sd->tensors) {
         return rn_error(r->err, RESNET_ENOMEM, 0, "out of memory");
     }
+    count_uses(r, d);
     for (size_t i = 0; i < n; i++) {
         const struct rn_pval *key = d->u.seq.items[2 * i];
         struct rn_tensor *t = &sd->tensors[sd->n_tensors];
@@ -328,6 +483,9 @@ static int build_tensors(struct reader *r, const struct rn_pval *d,
                             "state_dict in '%s' has a key that is not a "
                             "name",
                             r->path);
+        }
+        if ((rc = check_utf8(r, key->u.str.s, key->u.str.len))) {
+            return rc;
         }
         if (is_dropped(key->u.str.s)) {
             sd->n_dropped++;
@@ -629,6 +787,14 @@ out:
 /* ------------------------------------------------------------------ */
 /* The legacy format                                                    */
 
+/* The error for a file that is none of the formats read here. */
+static int not_weights(struct resnet_error *err, const char *path) {
+    return rn_error(err, RESNET_EFORMAT, 0,
+                    "'%s' is not a PyTorch file, safetensors file or Git "
+                    "LFS pointer",
+                    path);
+}
+
 /* Runs the next pickle of the file at *pos. */
 static int next_pickle(struct reader *r, const unsigned char *buf,
                        size_t len, size_t *pos, struct rn_pickle **p) {
@@ -647,8 +813,9 @@ static int check_legacy_head(struct reader *r, const unsigned char *buf,
     const struct rn_pval *v;
     int rc;
 
-    if ((rc = next_pickle(r, buf, len, pos, &p))) {
-        return rc;
+    // A file that only starts like a pickle is no PyTorch file at all.
+    if (next_pickle(r, buf, len, pos, &p)) {
+        return not_weights(r->err, r->path);
     }
     v = p->root;
     rc = v->kind == RN_PV_BIGINT && v->u.str.len == sizeof legacy_magic &&
@@ -704,6 +871,7 @@ static int read_legacy_storages(struct reader *r, const struct rn_pval *keys,
                                  ? find_storage(r, key->u.str.s)
                                  : NULL;
         uint64_t numel;
+        int64_t signed_numel;
 
         if (!st || st->data) {
             return rn_error(r->err, RESNET_EFORMAT, 0,
@@ -716,14 +884,15 @@ static int read_legacy_storages(struct reader *r, const struct rn_pval *keys,
             goto truncated;
         }
         memcpy(&numel, buf + pos, 8); // TODO: assumes a little-endian host
+        memcpy(&signed_numel, &numel, 8);
         pos += 8;
         if (numel != (uint64_t)st->root_numel ||
             __builtin_mul_overflow(numel, elem_size(st->dtype), &n_bytes)) {
             return rn_error(r->err, RESNET_EFORMAT, 0,
                             "bad storage '%s' in '%s' (expected %lld "
-                            "elements, got %llu)",
+                            "elements, got %lld)",
                             st->key, r->path, (long long)st->root_numel,
-                            (unsigned long long)numel);
+                            (long long)signed_numel);
         }
         if (len - pos < n_bytes) {
             goto truncated;
@@ -788,6 +957,9 @@ static int load_safetensors(struct reader *r, struct rn_state_dict *sd) {
         struct rn_tensor *t = &sd->tensors[sd->n_tensors];
         void *data;
 
+        if ((rc = check_utf8(r, src->name, strlen(src->name)))) {
+            goto out;
+        }
         if (is_dropped(src->name)) {
             sd->n_dropped++;
             continue;
@@ -849,9 +1021,11 @@ static int map_file(const char *path, void **map, size_t *len,
     if (stat(path, &st) != 0) {
         return rn_error(err, RESNET_EIO, errno, "cannot open '%s'", path);
     }
+    // As lib/safetensors.c words it for classify and inspect.
     if (!S_ISREG(st.st_mode)) {
-        return rn_error(err, RESNET_EIO, 0, "cannot read '%s': not a file",
-                        path);
+        return rn_error(err, RESNET_EIO, S_ISDIR(st.st_mode) ? EISDIR : 0,
+                        "cannot read '%s'%s", path,
+                        S_ISDIR(st.st_mode) ? "" : ": not a regular file");
     }
     fd = open(path, O_RDONLY | O_NONBLOCK);
     if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
@@ -888,14 +1062,13 @@ static int dispatch(struct reader *r, const unsigned char *map, size_t len,
     case K_SAFETENSORS:
         return load_safetensors(r, sd);
     case K_LFS:
+        // The wording of lib/safetensors.c, for classify and inspect.
         return rn_error(r->err, RESNET_EFORMAT, 0,
-                        "cannot read '%s': it is a Git LFS pointer, not "
-                        "weights (fetch the file with 'git lfs pull')",
+                        "'%s' is a Git LFS pointer, not weights "
+                        "(run git lfs pull)",
                         r->path);
     default:
-        return rn_error(r->err, RESNET_EFORMAT, 0,
-                        "cannot read '%s': not a PyTorch or safetensors file",
-                        r->path);
+        return not_weights(r->err, r->path);
     }
 }
 

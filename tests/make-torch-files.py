@@ -398,6 +398,23 @@ def make_hostile():
         zip_with(p, pkl, recs)
         add_hostile(tag, p, err % p)
 
+    # A name that is not UTF-8 would make a header JSON parsers refuse.
+    pkl, recs = replace_in_pickle(good, "linear.bias", "linear.bias")
+    bad = b"linear.\xff\xfebias"
+    pkl = pkl.replace(b"X\x0b\x00\x00\x00linear.bias",
+                      b"X" + struct.pack("<I", len(bad)) + bad, 1)
+    p = os.path.join(OUT, "hostile-utf8.pth")
+    zip_with(p, pkl, recs)
+    add_hostile("utf8", p, "'%s': tensor name is not valid UTF-8 "
+                "('linear.\\xff\\xfebias')" % p)
+
+    h = b'{"a\xff":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}'
+    h += b" " * (-len(h) % 8)
+    p = os.path.join(OUT, "hostile-utf8.safetensors")
+    open(p, "wb").write(struct.pack("<Q", len(h)) + h + bytes(4))
+    add_hostile("utf8-safetensors", p, "'%s': tensor name is not valid "
+                "UTF-8 ('a\\xff')" % p)
+
     # A record shorter than its storage says.
     pkl, recs = replace_in_pickle(good, "0", "0")
     p = os.path.join(OUT, "hostile-short-record.pth")
@@ -410,6 +427,14 @@ def make_hostile():
     torch.save({"conv1.weight": torch.zeros(1).expand(1 << 20, 1 << 10)}, p)
     add_hostile("repeat", p, "tensor 'conv1.weight' in '%s' repeats its "
                 "storage to 4294967296 bytes (at most 1073741824)" % p)
+    # Three views of one element, 90 MiB each: each is allowed, together
+    # they pass the cap of twice the storages (4 bytes) plus 256 MiB.
+    p = os.path.join(OUT, "hostile-repeat-total.pth")
+    one = torch.zeros(1)
+    torch.save({k: one.expand(90 << 18) for k in "abc"}, p)
+    add_hostile("repeat-total", p, "tensors in '%s' would take more than "
+                "268435464 bytes (at most twice their storages plus 256 MiB)"
+                % p)
     p = os.path.join(OUT, "hostile-zip-bomb.pth")
     with zipfile.ZipFile(good) as z:
         top = z.namelist()[0].split("/")[0]
@@ -429,6 +454,20 @@ def make_hostile():
         p = os.path.join(OUT, "hostile-truncated-%s.pth" % tag)
         open(p, "wb").write(data[:cut])
         add_hostile("truncated-" + tag, p, "'%s'" % p)
+    # A legacy storage whose element count is -1: named signed.
+    import pickle
+    import pickletools
+    f = io.BytesIO(data)
+    for _ in range(5):
+        start = f.tell()
+        for _op in pickletools.genops(f):
+            pass
+    key, pos = pickle.loads(data[start:f.tell()])[0], f.tell()
+    want = struct.unpack("<q", data[pos:pos + 8])[0]
+    p = os.path.join(OUT, "hostile-legacy-numel.pth")
+    open(p, "wb").write(data[:pos] + struct.pack("<q", -1) + data[pos + 8:])
+    add_hostile("legacy-numel", p, "bad storage '%s' in '%s' (expected %d "
+                "elements, got -1)" % (key, p, want))
     p = os.path.join(OUT, "hostile-truncated-zip.pth")
     data = open(os.path.join(OUT, "cifar-zip.pth"), "rb").read()
     open(p, "wb").write(data[:len(data) // 2])

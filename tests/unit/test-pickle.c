@@ -213,6 +213,53 @@ static void string_longer_than_input_is_refused(void **state) {
                    "4294967295 bytes, 4 left");
 }
 
+/*
+ * _rebuild_tensor_v2((storage "0" of numel floats), offset, size, stride,
+ * False, None) from pickle fragments, so each test can spoil one part.
+ */
+#define TENSOR_PK(numel, offset, size, stride)                             \
+    "\x80\x02" "ctorch._utils\n_rebuild_tensor_v2\n("                      \
+    "(X\x07\x00\x00\x00storage" "ctorch\nFloatStorage\n"                   \
+    "X\x01\x00\x00\x00" "0" "X\x03\x00\x00\x00" "cpu" numel "tQ"          \
+    offset size stride "\x89NtR."
+
+static void negative_storage_offset_is_named(void **state) {
+    (void)state;
+    expect_refusal(PK(TENSOR_PK("K\x04", "J\xfe\xff\xff\xff", "K\x04\x85",
+                                "K\x01\x85")),
+                   RESNET_EFORMAT,
+                   "bad tensor in 'x.pth' at offset 101: storage offset -2 is "
+                   "out of range (0 to 2^50)");
+}
+
+static void negative_size_and_stride_are_named(void **state) {
+    (void)state;
+    expect_refusal(PK(TENSOR_PK("K\x04", "K\x00", "J\xfc\xff\xff\xff\x85",
+                                "K\x01\x85")),
+                   RESNET_EFORMAT,
+                   "bad tensor in 'x.pth' at offset 101: size -4 of dimension "
+                   "0 is out of range (0 to 2^50)");
+    expect_refusal(PK(TENSOR_PK("K\x04", "K\x00", "K\x02K\x02\x86",
+                                "K\x02J\xff\xff\xff\xff\x86")),
+                   RESNET_EFORMAT,
+                   "bad tensor in 'x.pth' at offset 105: stride -1 of "
+                   "dimension 1 is out of range (0 to 2^50)");
+    expect_refusal(PK(TENSOR_PK("K\x04", "K\x00", "K\x02K\x02\x86",
+                                "K\x01\x85")),
+                   RESNET_EFORMAT,
+                   "bad tensor in 'x.pth' at offset 100: 2 sizes but 1 "
+                   "strides");
+}
+
+static void negative_storage_size_is_signed(void **state) {
+    (void)state;
+    expect_refusal(PK(TENSOR_PK("J\xfc\xff\xff\xff", "K\x00", "K\x04\x85",
+                                "K\x01\x85")),
+                   RESNET_EFORMAT,
+                   "bad storage '0' in 'x.pth' at offset 89: -4 elements (0 "
+                   "to 2^50)");
+}
+
 /* Every proper prefix of a good pickle fails cleanly. */
 static void every_truncation_fails_cleanly(void **state) {
     size_t len = sizeof state_dict_p2 - 1;
@@ -267,6 +314,9 @@ int main(void) {
         cmocka_unit_test(deep_mark_nesting_is_refused),
         cmocka_unit_test(huge_memo_index_is_refused),
         cmocka_unit_test(string_longer_than_input_is_refused),
+        cmocka_unit_test(negative_storage_offset_is_named),
+        cmocka_unit_test(negative_size_and_stride_are_named),
+        cmocka_unit_test(negative_storage_size_is_signed),
         cmocka_unit_test(every_truncation_fails_cleanly),
         cmocka_unit_test(random_input_never_crashes),
     };

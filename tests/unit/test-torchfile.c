@@ -3,6 +3,7 @@
  * widens exactly and narrows back to itself; values between two
  * neighbours round to the nearer one, ties to even; overflow gives
  * infinity. Checked against a naive decoder written here (exact).
+ * Also what convert says about tensors that fit no ResNet.
  */
 #include <config.h>
 
@@ -205,6 +206,77 @@ static void f64_narrows_to_nearest_f32(void **state) {
     rn_state_dict_free(sd);
 }
 
+/* A state dict of n one-float tensors called name_of(i). */
+static struct rn_state_dict *named_tensors(int n, char *(*name_of)(int)) {
+    struct rn_state_dict *sd = calloc(1, sizeof *sd);
+
+    assert_non_null(sd);
+    sd->tensors = calloc((size_t)n, sizeof *sd->tensors);
+    assert_non_null(sd->tensors);
+    for (int i = 0; i < n; i++) {
+        float *one = calloc(1, sizeof *one);
+
+        assert_non_null(one);
+        sd->tensors[i] = (struct rn_tensor){
+            .name = name_of(i), .dtype = RN_DTYPE_F32, .n_dims = 1,
+            .shape = {1}, .n_elems = 1, .data = one, .n_bytes = 4,
+        };
+        sd->n_tensors++;
+    }
+    return sd;
+}
+
+static char *short_name(int i) {
+    char *s = malloc(16);
+
+    assert_non_null(s);
+    snprintf(s, 16, "t%d", i);
+    return s;
+}
+
+/* 100 bytes: 28 'w's, "é", 70 'w's; a cut at 29 bytes would split "é". */
+static char *long_name(int i) {
+    char *s = malloc(101);
+
+    (void)i;
+    assert_non_null(s);
+    memset(s, 'w', 100);
+    memcpy(s + 28, "\xc3\xa9", 2);
+    s[100] = '\0';
+    return s;
+}
+
+static void expect_unrecognised(struct rn_state_dict *sd, const char *msg) {
+    struct resnet_error err = {0};
+    char *json = NULL;
+
+    assert_int_equal(rn_recognize(sd, "x.pth", "x.safetensors", &json,
+                                  &err),
+                     RESNET_ESHAPE);
+    assert_null(json);
+    if (strcmp(err.msg, msg) != 0) {
+        print_error("expected message: %s\nactual message:   %s\n", msg,
+                    err.msg);
+        fail();
+    }
+    rn_state_dict_free(sd);
+}
+
+static void unplaced_tensors_list_eight_and_count_the_rest(void **state) {
+    (void)state;
+    expect_unrecognised(named_tensors(20000, short_name),
+                        "cannot recognise the network in 'x.pth': 20000 "
+                        "tensors fit no ResNet: 't0', 't1', 't2', 't3', "
+                        "'t4', 't5', 't6', 't7' and 19992 more");
+}
+
+static void unplaced_long_name_is_cut_and_one_is_singular(void **state) {
+    (void)state;
+    expect_unrecognised(named_tensors(1, long_name),
+                        "cannot recognise the network in 'x.pth': 1 tensor "
+                        "fits no ResNet: 'wwwwwwwwwwwwwwwwwwwwwwwwwwww...'");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(f16_widens_exactly_and_narrows_back),
@@ -213,6 +285,8 @@ int main(void) {
         cmocka_unit_test(bf16_rounds_to_nearest_even),
         cmocka_unit_test(f16_overflow_gives_infinity),
         cmocka_unit_test(f64_narrows_to_nearest_f32),
+        cmocka_unit_test(unplaced_tensors_list_eight_and_count_the_rest),
+        cmocka_unit_test(unplaced_long_name_is_cut_and_one_is_singular),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
