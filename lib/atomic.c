@@ -59,7 +59,7 @@ static char *temp_template(const char *path) {
 
 /* EIO with errno EEXIST, without strerror's text after the message. */
 static int exists_error(const char *path, struct resnet_error *err) {
-    rn_error(err, RESNET_EIO, 0, "'%s' exists (use --force to overwrite)",
+    rn_error(err, RESNET_EIO, 0, "cannot write '%s': file exists (use --force to overwrite)",
              path);
     if (err) {
         err->sys_errno = EEXIST;

@@ -33,7 +33,7 @@ static enum kind sniff(const uint8_t *p, size_t len) {
 }
 
 static int not_an_image(const char *name, struct resnet_error *err) {
-    return rn_error(err, RESNET_EFORMAT, 0, "'%s' is not a JPEG or PNG image",
+    return rn_error(err, RESNET_EFORMAT, 0, "cannot decode '%s': not a JPEG or PNG image",
                     name);
 }
 
@@ -280,7 +280,7 @@ int rn_image_check_size(long w, long h, size_t max_pixels, const char *name,
     if (w > INT_MAX || h > INT_MAX ||
         (unsigned long)w > max_pixels / (unsigned long)h) {
         return rn_error(err, RESNET_EUNSUPPORTED, 0,
-                        "image '%s' is too large (%ldx%ld pixels, limit %zu)",
+                        "cannot decode '%s': too large (%ldx%ld pixels, limit %zu)",
                         name, w, h, max_pixels);
     }
     return RESNET_OK;
@@ -314,7 +314,7 @@ int resnet_image_load(struct resnet_image **out, const char *path,
     close(fd);
     if (e == EFBIG) {
         return rn_error(err, RESNET_EUNSUPPORTED, 0,
-                        "image '%s' is too large (over %zu bytes)", path,
+                        "cannot decode '%s': file too large (over %zu bytes)", path,
                         limit);
     }
     if (e == ENOMEM) {

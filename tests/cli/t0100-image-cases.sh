@@ -49,7 +49,7 @@ grep -q "too large (65500x65500 pixels" "$tmp/err" ||
 printf '\211PNG\r\n\032\n' >"$tmp/long.png"
 truncate -s 70M "$tmp/long.png"
 expect_exit 1 "$dump" --max-pixels 1000 "$tmp/long.png"
-grep -q "image '.*long.png' is too large (over 67116864 bytes)" "$tmp/err" ||
+grep -q "cannot decode '.*long.png': file too large (over 67116864 bytes)" "$tmp/err" ||
     fail "long file: $(cat "$tmp/err")"
 rm -f "$tmp/long.png"
 

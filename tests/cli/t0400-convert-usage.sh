@@ -101,7 +101,7 @@ fi
 # An existing output is kept unless --force.
 cp out.safetensors before
 expect_exit 1 "$RESNET" convert -o out.safetensors one.safetensors
-echo "resnet: 'out.safetensors' exists (use --force to overwrite)" >want
+echo "resnet: cannot write 'out.safetensors': file exists (use --force to overwrite)" >want
 expect_same want "$tmp/err"
 expect_exit 0 "$RESNET" -q convert --force --output=out.safetensors \
     one.safetensors

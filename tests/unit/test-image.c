@@ -216,7 +216,7 @@ static void decode_refuses_jpeg_over_budget(void **state) {
     rc = resnet_image_decode(&img, jpeg, sizeof jpeg, "big.jpg", 0, &err);
     assert_int_equal(rc, RESNET_EUNSUPPORTED);
     assert_null(img);
-    assert_string_equal(err.msg, "image 'big.jpg' is too large "
+    assert_string_equal(err.msg, "cannot decode 'big.jpg': too large "
                                  "(65500x65500 pixels, limit 100000000)");
 
     // A smaller budget refuses a small image too.
@@ -264,7 +264,7 @@ static void decode_refuses_png_over_budget(void **state) {
     rc = resnet_image_decode(&img, png, sizeof png, "big.png", 0, &err);
     assert_int_equal(rc, RESNET_EUNSUPPORTED);
     assert_null(img);
-    assert_string_equal(err.msg, "image 'big.png' is too large "
+    assert_string_equal(err.msg, "cannot decode 'big.png': too large "
                                  "(100000x50000 pixels, limit 100000000)");
 }
 
@@ -278,11 +278,11 @@ static void decode_refuses_text(void **state) {
     rc = resnet_image_decode(&img, text, sizeof text - 1, "x.txt", 0, &err);
     assert_int_equal(rc, RESNET_EFORMAT);
     assert_null(img);
-    assert_string_equal(err.msg, "'x.txt' is not a JPEG or PNG image");
+    assert_string_equal(err.msg, "cannot decode 'x.txt': not a JPEG or PNG image");
 
     rc = resnet_image_decode(&img, text, 0, "empty.jpg", 0, &err);
     assert_int_equal(rc, RESNET_EFORMAT);
-    assert_string_equal(err.msg, "'empty.jpg' is not a JPEG or PNG image");
+    assert_string_equal(err.msg, "cannot decode 'empty.jpg': not a JPEG or PNG image");
 }
 
 /*
@@ -336,7 +336,7 @@ static void load_fifo_without_writer_is_not_an_image(void **state) {
     rmdir(dir);
     assert_int_equal(rc, RESNET_EFORMAT);
     assert_null(img);
-    snprintf(want, sizeof want, "'%s' is not a JPEG or PNG image", path);
+    snprintf(want, sizeof want, "cannot decode '%s': not a JPEG or PNG image", path);
     assert_string_equal(err.msg, want);
 }
 

@@ -351,7 +351,7 @@ static void atomic_commit_keeps_a_file_that_appeared_meanwhile(
     write_bytes(path, "old", 3);
     assert_int_equal(rn_atomic_commit(&f, &err), RESNET_EIO);
     assert_int_equal(err.sys_errno, EEXIST);
-    snprintf(want, sizeof want, "'%s' exists (use --force to overwrite)",
+    snprintf(want, sizeof want, "cannot write '%s': file exists (use --force to overwrite)",
              path);
     assert_string_equal(err.msg, want);
     read_small(path, got, sizeof got);
