@@ -416,6 +416,87 @@ static void csv_field(const char *s) {
     putchar('"');
 }
 
+/* Length of the valid UTF-8 sequence at s, or 0 when it is not one. */
+static size_t utf8_len(const unsigned char *s) {
+    size_t n = s[0] < 0x80 ? 1 : s[0] >= 0xc2 && s[0] < 0xe0 ? 2
+             : s[0] >= 0xe0 && s[0] < 0xf0 ? 3
+             : s[0] >= 0xf0 && s[0] < 0xf5 ? 4 : 0;
+
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xc0) != 0x80) {
+            return 0;
+        }
+    }
+    // Overlong 3- and 4-byte forms, surrogates and code points past
+    // U+10FFFF are not UTF-8 either.
+    if ((n == 3 && ((s[0] == 0xe0 && s[1] < 0xa0) ||
+                    (s[0] == 0xed && s[1] >= 0xa0))) ||
+        (n == 4 && ((s[0] == 0xf0 && s[1] < 0x90) ||
+                    (s[0] == 0xf4 && s[1] >= 0x90)))) {
+        return 0;
+    }
+    return n;
+}
+
+/*
+ * A file name as JSON can carry it: each byte that is not part of valid
+ * UTF-8 becomes U+FFFD, as Python's errors="replace" does. A new string,
+ * or NULL when out of memory.
+ */
+static char *json_safe(const char *path) {
+    const unsigned char *p = (const unsigned char *)path;
+    char *out = malloc(3 * strlen(path) + 1), *o = out;
+
+    while (out && *p) {
+        size_t n = utf8_len(p);
+
+        if (n) {
+            memcpy(o, p, n);
+            o += n;
+            p += n;
+        } else {
+            memcpy(o, "\xef\xbf\xbd", 3);
+            o += 3;
+            p++;
+        }
+    }
+    if (out) {
+        *o = '\0';
+    }
+    return out;
+}
+
+/*
+ * Prints a file name for the text format: as it is, or, when it holds a
+ * tab, line break, other control character, backslash or double quote,
+ * in double quotes with C escapes, as git quotes such paths, so that
+ * every result stays one line of tab-separated fields.
+ */
+static void text_path(const char *path) {
+    const unsigned char *p = (const unsigned char *)path;
+
+    while (*p >= 0x20 && *p != 0x7f && *p != '\\' && *p != '"') {
+        p++;
+    }
+    if (!*p) {
+        fputs(path, stdout);
+        return;
+    }
+    putchar('"');
+    for (p = (const unsigned char *)path; *p; p++) {
+        if (*p == '\t' || *p == '\n' || *p == '\r') {
+            printf("\\%c", *p == '\t' ? 't' : *p == '\n' ? 'n' : 'r');
+        } else if (*p == '\\' || *p == '"') {
+            printf("\\%c", *p);
+        } else if (*p < 0x20 || *p == 0x7f) {
+            printf("\\%03o", *p);
+        } else {
+            putchar(*p);
+        }
+    }
+    putchar('"');
+}
+
 /* A number as cJSON raw text: %.9g round-trips a float; null if not
  * finite, as JSON has no NaN. */
 static cJSON *json_number(float x) {
@@ -431,10 +512,12 @@ static cJSON *json_number(float x) {
 static int print_json(const char *path, const struct result *r, int k,
                       int n, const char *const *labels) {
     cJSON *obj = cJSON_CreateObject();
+    char *file = json_safe(path);
     cJSON *top;
     char *text;
 
-    cJSON_AddStringToObject(obj, "file", path);
+    cJSON_AddStringToObject(obj, "file", file ? file : "");
+    free(file);
     top = cJSON_AddArrayToObject(obj, "top");
     for (int j = 0; j < k; j++) {
         cJSON *c = cJSON_CreateObject();
@@ -490,7 +573,8 @@ static int print_result(const struct classify_opts *o, const char *path,
             putchar('\n');
             continue;
         }
-        printf("%s\t%d\t%.6f\t", path, j + 1, r->prob[j]);
+        text_path(path);
+        printf("\t%d\t%.6f\t", j + 1, r->prob[j]);
         if (o->logits) {
             printf("%.9g\t", r->logits[c]);
         }

@@ -73,4 +73,19 @@ expect_same want "$tmp/err"
 expect_exit 2 env RESNET_MODEL= "$RESNET" classify "$cat"
 expect_exit 0 "$RESNET" help help
 
+# File names with a tab, a quote and a byte that is not UTF-8: text
+# output quotes them so each result stays one line; JSON stays valid.
+odd=$(printf 'a\tb"\377.png')
+cp "$cat" "$odd"
+expect_exit 0 "$RESNET" classify -m "$desc" -w "$w" -k 1 "$odd"
+printf '"a\\tb\\"\377.png"\t1\n' > want
+cut -f1,2 "$tmp/out" > got
+expect_same want got
+expect_exit 0 "$RESNET" classify -m "$desc" -w "$w" -k 1 --format json "$odd"
+"$PYTHON_TORCH" -c '
+import json, sys
+f = json.loads(open(sys.argv[1], encoding="utf-8").read())["file"]
+assert f == "a\tb\"\ufffd.png", repr(f)
+' "$tmp/out" || fail "json file name: $(cat "$tmp/out")"
+
 finish
