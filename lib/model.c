@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -45,6 +46,19 @@ struct resnet_workspace {
     float **val;               // per value id
     double *times;             // per layer, or NULL
 };
+
+/* The machine's physical memory in floats; SIZE_MAX when unknown. */
+static size_t phys_floats(void) {
+    long pages = sysconf(_SC_PHYS_PAGES);
+    long page = sysconf(_SC_PAGESIZE);
+    size_t bytes;
+
+    if (pages <= 0 || page <= 0 ||
+        !rn_mul_size((size_t)pages, (size_t)page, &bytes)) {
+        return SIZE_MAX;
+    }
+    return bytes / sizeof(float);
+}
 
 static double now(void) {
     struct timespec ts;
@@ -315,6 +329,15 @@ int resnet_workspace_new(struct resnet_workspace **out,
         return rn_error(err, RESNET_ENOMEM, 0,
                         "the activations of '%s' do not fit in memory",
                         m->arch->desc->name);
+    }
+    // More than the machine holds could only end in the OOM killer.
+    if (floats > phys_floats()) {
+        return rn_error(err, RESNET_ENOMEM, 0,
+                        "cannot allocate %.1f MB of activations for '%s': "
+                        "more than this machine's memory (%.1f MB)",
+                        (double)floats * sizeof(float) / 1e6,
+                        m->arch->desc->name,
+                        (double)phys_floats() * sizeof(float) / 1e6);
     }
     ws = calloc(1, sizeof *ws);
     if (!ws) {

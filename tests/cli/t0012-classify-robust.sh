@@ -45,9 +45,9 @@ expect_exit 1 "$RESNET" classify -m "$desc" -w inf.safetensors "$cat" "$ship"
 sed 's/"height": 32/"height": 20000/; s/"width": 32/"width": 20000/; s/"crop": 32/"crop": 20000/' \
     "$desc" > big.json
 cp "$top_srcdir/models/cifar10-classes.txt" .
-(ulimit -v 4000000; "$RESNET" classify -m big.json -w "$w" "$cat" "$ship") >out 2>err
+"$RESNET" classify -m big.json -w "$w" "$cat" "$ship" >out 2>err
 [ $? -eq 1 ] || fail "a model too large for memory did not exit 1"
-grep -q "^resnet: cannot allocate [0-9.]* MB of activations for 'cifar10-resnet20': Cannot allocate memory$" err ||
+grep -q "^resnet: cannot allocate 307200.0 MB of activations for 'cifar10-resnet20': more than this machine's memory" err ||
     fail "too large: $(cat err)"
 [ "$(wc -l < err)" -eq 1 ] || fail "too large: not one error line: $(cat err)"
 
