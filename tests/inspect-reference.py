@@ -4,74 +4,27 @@
 usage: inspect-reference.py [--input <h>x<w>] <model.json>...
 
 For each description, builds the same network in PyTorch by its name,
-not from the description: torchvision's model of that name, or for
-cifar10-resnet<N> and seed-resnet the module written below. Prints one
-line per model: name, parameter count (PyTorch's: BatchNorm counts
-weight and bias) and multiply-accumulates of the convolutions and the
-linear layer for one image, counted by forward hooks on a pass at the
-description's input size (or --input), tab-separated.
+not from the description: torchvision's model of that name, for
+cifar10-resnet<N> akamaster's (torchref.py), for seed-resnet the module
+written below. Prints one line per model: name, parameter count
+(PyTorch's: BatchNorm counts weight and bias) and multiply-accumulates
+of the convolutions and the linear layer for one image, counted by
+forward hooks on a pass at the description's input size (or --input),
+tab-separated.
 
 Run with Debian's /usr/bin/python3 (python3-torch, python3-torchvision).
 """
 import json
+import os
 import sys
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 import torchvision
 from torchvision.models.resnet import BasicBlock, ResNet
 
-
-class PadShortcut(nn.Module):
-    """Option A of He et al.: every second pixel, zero channels around."""
-
-    def __init__(self, c_out, c_in):
-        super().__init__()
-        self.pad = (c_out - c_in) // 2
-
-    def forward(self, x):
-        return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
-
-
-class CifarBlock(nn.Module):
-    def __init__(self, c_in, c_out, stride):
-        super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c_out)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c_out)
-        self.shortcut = nn.Identity()
-        if stride != 1 or c_in != c_out:
-            self.shortcut = PadShortcut(c_out, c_in)
-
-    def forward(self, x):
-        y = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
-
-
-class CifarResNet(nn.Module):
-    """The CIFAR-10 ResNet of He et al. (2015), section 4.2: 6n + 2 layers."""
-
-    def __init__(self, depth, n_classes=10):
-        super().__init__()
-        n = (depth - 2) // 6
-        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(16)
-        layers, c = [], 16
-        for planes, stride in ((16, 1), (32, 2), (64, 2)):
-            blocks = []
-            for i in range(n):
-                blocks.append(CifarBlock(c, planes, stride if i == 0 else 1))
-                c = planes
-            layers.append(nn.Sequential(*blocks))
-        self.layer1, self.layer2, self.layer3 = layers
-        self.linear = nn.Linear(64, n_classes)
-
-    def forward(self, x):
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = self.layer3(self.layer2(self.layer1(x)))
-        return self.linear(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torchref import CifarResNet  # noqa: E402 (beside this script)
 
 
 class SeedResNet(ResNet):
@@ -91,7 +44,7 @@ class SeedResNet(ResNet):
 
 def build(name):
     if name.startswith("cifar10-resnet"):
-        return CifarResNet(int(name[len("cifar10-resnet"):]))
+        return CifarResNet.of_depth(int(name[len("cifar10-resnet"):]))
     if name == "seed-resnet":
         return SeedResNet()
     return getattr(torchvision.models, name)(weights=None)

@@ -3,7 +3,7 @@
 
 Run it with Debian's /usr/bin/python3 (torch 1.13, torchvision 0.14,
 PIL 9.4). Every model is built with torch itself (torchvision's ResNet, or
-the akamaster CIFAR ResNet written out below), never from our JSON
+the akamaster CIFAR ResNet of torchref.py), never from our JSON
 descriptions, so a misreading of the format cannot hide on both sides.
 
     make-fixtures.py families <out-dir>
@@ -34,43 +34,27 @@ import sys
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 import torchvision
 from PIL import Image
 from torchvision import transforms
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import safetensors_io  # noqa: E402 (beside this script)
+from torchref import CifarResNet  # noqa: E402
+
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
 # ---------------------------------------------------------------------
-# safetensors, written and read by hand (Debian has no python3-safetensors):
-# 8-byte little-endian header length, a JSON header, then raw
-# little-endian tensor data at the header's offsets.
+# safetensors: written by safetensors_io, read here (as float32 and int64
+# tensors).
 
-DTYPES = {torch.float32: ("F32", "<f4"), torch.int64: ("I64", "<i8")}
 NP_DTYPES = {"F32": "<f4", "I64": "<i8"}
 
 
 def save_safetensors(path, tensors):
-    header = {"__metadata__": {"format": "pt"}}
-    blobs = []
-    offset = 0
-    for name, t in tensors.items():
-        dtype, np_dtype = DTYPES[t.dtype]
-        blob = t.detach().contiguous().numpy().astype(np_dtype).tobytes()
-        header[name] = {"dtype": dtype, "shape": list(t.shape),
-                        "data_offsets": [offset, offset + len(blob)]}
-        blobs.append(blob)
-        offset += len(blob)
-    head = json.dumps(header, separators=(",", ":")).encode()
-    head += b" " * (-len(head) % 8)  # align the data to 8 bytes
-    with open(path + ".tmp", "wb") as f:
-        f.write(struct.pack("<Q", len(head)))
-        f.write(head)
-        for blob in blobs:
-            f.write(blob)
-    os.replace(path + ".tmp", path)
+    safetensors_io.write_tensors(path, tensors, {"format": "pt"})
 
 
 def load_safetensors(path):
@@ -91,63 +75,6 @@ def load_safetensors(path):
 
 # ---------------------------------------------------------------------
 # Models
-
-
-class LambdaLayer(nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x):
-        return self.fn(x)
-
-
-class CifarBlock(nn.Module):
-    """akamaster's BasicBlock with the option-A (pad) shortcut."""
-
-    def __init__(self, in_planes, planes, stride=1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or in_planes != planes:
-            pad = planes // 4
-            self.shortcut = LambdaLayer(lambda x: F.pad(
-                x[:, :, ::2, ::2], (0, 0, 0, 0, pad, pad), "constant", 0))
-
-    def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
-
-
-class CifarResNet(nn.Module):
-    """akamaster/pytorch_resnet_cifar10's ResNet: 6n+2 layers."""
-
-    def __init__(self, n, num_classes=10):
-        super().__init__()
-        self.in_planes = 16
-        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(16)
-        self.layer1 = self._make_layer(16, n, 1)
-        self.layer2 = self._make_layer(32, n, 2)
-        self.layer3 = self._make_layer(64, n, 2)
-        self.linear = nn.Linear(64, num_classes)
-
-    def _make_layer(self, planes, n, stride):
-        layers = []
-        for s in [stride] + [1] * (n - 1):
-            layers.append(CifarBlock(self.in_planes, planes, s))
-            self.in_planes = planes
-        return nn.Sequential(*layers)
-
-    def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.layer3(self.layer2(self.layer1(out)))
-        out = F.avg_pool2d(out, out.size()[3])
-        return self.linear(out.view(out.size(0), -1))
 
 
 def move_stride_to_1x1(model):

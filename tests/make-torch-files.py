@@ -18,103 +18,27 @@ Run with Debian's python3 (torch 1.13); deterministic (fixed seeds).
 """
 import collections
 import io
-import json
 import os
 import struct
 import sys
 import zipfile
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 import torchvision
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 from PIL import Image
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import safetensors_io  # noqa: E402 (beside this script)
+from torchref import CifarResNet  # noqa: E402
 
 OUT = sys.argv[1]
 MARKER = sys.argv[2]
 LARGE = "--large" in sys.argv[3:]
 HOSTILE_ONLY = "--hostile" in sys.argv[3:]  # only what hostile files need
 
-ST_DTYPES = {torch.float32: "F32", torch.float16: "F16",
-             torch.bfloat16: "BF16", torch.float64: "F64",
-             torch.int64: "I64"}
-
-
-def raw_bytes(t):
-    """The little-endian bytes of a tensor, whatever its dtype."""
-    t = t.contiguous()
-    width = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
-    return t.view(width[t.element_size()]).numpy().tobytes()
-
-
-def write_safetensors(path, tensors):
-    header, blobs, off = {}, [], 0
-    for name, t in tensors.items():
-        b = raw_bytes(t)
-        header[name] = {"dtype": ST_DTYPES[t.dtype], "shape": list(t.shape),
-                        "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
-
-
 # ---------------------------------------------------------------------
 # Models
-
-class LambdaLayer(nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x):
-        return self.fn(x)
-
-
-class CifarBlock(nn.Module):
-    """akamaster's BasicBlock with the option-A shortcut."""
-
-    def __init__(self, c_in, planes, stride):
-        super().__init__()
-        self.conv1 = nn.Conv2d(c_in, planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or c_in != planes:
-            pad = planes // 4
-            self.shortcut = LambdaLayer(lambda x: F.pad(
-                x[:, :, ::2, ::2], (0, 0, 0, 0, pad, pad), "constant", 0))
-
-    def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
-
-
-class CifarResNet(nn.Module):
-    def __init__(self, n, num_classes=10):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(16)
-        c = 16
-        for i, planes in enumerate((16, 32, 64)):
-            blocks = []
-            for j in range(n):
-                blocks.append(CifarBlock(c, planes, 2 if i and not j else 1))
-                c = planes
-            setattr(self, "layer%d" % (i + 1), nn.Sequential(*blocks))
-        self.linear = nn.Linear(64, num_classes)
-
-    def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.layer3(self.layer2(self.layer1(out)))
-        out = F.avg_pool2d(out, out.size()[3]).flatten(1)
-        return self.linear(out)
-
 
 def randomise(model, seed):
     """Random weights and BN statistics, so every tensor matters."""
@@ -218,7 +142,7 @@ def add(name, kind, obj, ref, args="", ext=".pth", save=None):
         save(obj, path)
     else:
         torch.save(obj, path)
-    write_safetensors(os.path.join(OUT, name + ".ref.st"), ref)
+    safetensors_io.write_tensors(os.path.join(OUT, name + ".ref.st"), ref)
     with open(os.path.join(OUT, name + ".logits"), "w") as f:
         for v in logits(kind, ref).tolist():
             f.write("%.9g\n" % v)
@@ -234,7 +158,7 @@ def protocol4(obj, path):
 
 
 def st_save(obj, path):
-    write_safetensors(path, obj)
+    safetensors_io.write_tensors(path, obj)
 
 
 def make_cases():

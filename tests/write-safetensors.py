@@ -10,12 +10,16 @@ Each tensor is name=DTYPE:SHAPE[:FILL...] with SHAPE as 8x3x3x3 (or
   inf@I    element I is +Inf
   neg@I    element I is -0.5
 Other values are small deterministic numbers in [-0.8, 0.8].
-Needs nothing beyond the Python standard library.
+Needs nothing beyond the Python standard library (and safetensors_io.py
+beside it).
 """
-import json
 import math
+import os
 import struct
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import safetensors_io  # noqa: E402 (beside this script)
 
 PACK = {"F32": "<f", "F16": "<e", "I64": "<q", "I32": "<i"}
 
@@ -44,7 +48,7 @@ def values(n, fills):
 
 def main(argv):
     out, specs = argv[0], argv[1:]
-    header, data = {}, b""
+    entries = []
     for spec in specs:
         name, rest = spec.split("=", 1)
         parts = rest.split(":")
@@ -52,13 +56,8 @@ def main(argv):
         dims = [] if shape == "scalar" else [int(d) for d in shape.split("x")]
         n = math.prod(dims)
         body = b"".join(encode(dtype, v) for v in values(n, fills))
-        header[name] = {"dtype": dtype, "shape": dims,
-                        "data_offsets": [len(data), len(data) + len(body)]}
-        data += body
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    with open(out, "wb") as f:
-        f.write(struct.pack("<Q", len(text)) + text + data)
+        entries.append((name, dtype, dims, body))
+    safetensors_io.write(out, entries)
 
 
 if __name__ == "__main__":
