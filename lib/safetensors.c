@@ -715,70 +715,6 @@ int rn_tensor_to_f32(const struct rn_tensor *t, float *out,
 /* ------------------------------------------------------------------ */
 /* Writing                                                              */
 
-/* A growing text buffer; any allocation failure sticks in failed. */
-struct strbuf {
-    char *p;
-    size_t len, cap;
-    bool failed;
-};
-
-static void sb_add(struct strbuf *b, const char *s, size_t n) {
-    if (b->failed) {
-        return;
-    }
-    if (b->cap - b->len < n + 1) {
-        size_t cap = b->cap ? b->cap : 256;
-        char *p;
-        while (cap - b->len < n + 1) {
-            if (cap > SIZE_MAX / 2) {
-                b->failed = true;
-                return;
-            }
-            cap *= 2;
-        }
-        p = realloc(b->p, cap);
-        if (!p) {
-            b->failed = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void sb_puts(struct strbuf *b, const char *s) {
-    sb_add(b, s, strlen(s));
-}
-
-static void sb_uint(struct strbuf *b, uint64_t v) {
-    char num[24];
-
-    snprintf(num, sizeof num, "%llu", (unsigned long long)v);
-    sb_puts(b, num);
-}
-
-/* s as a JSON string: quotes, backslashes and control bytes escaped. */
-static void sb_json_string(struct strbuf *b, const char *s) {
-    sb_add(b, "\"", 1);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') {
-            sb_add(b, "\\", 1);
-            sb_add(b, s, 1);
-        } else if (c < 0x20) {
-            char esc[8];
-            snprintf(esc, sizeof esc, "\\u%04x", c);
-            sb_puts(b, esc);
-        } else {
-            sb_add(b, s, 1);
-        }
-    }
-    sb_add(b, "\"", 1);
-}
-
 /* Refuses tensors whose description does not match their data. */
 static int check_tensors(const struct rn_tensor *tensors, int n,
                          const char *path, struct resnet_error *err) {
@@ -816,69 +752,88 @@ static int check_tensors(const struct rn_tensor *tensors, int n,
     return RESNET_OK;
 }
 
-/*
- * The JSON header: __metadata__ first, then the tensors in the given
- * order with consecutive data offsets, padded with spaces to a multiple
- * of 8 bytes so the data that follows the 8-byte length stays aligned.
- */
-static int build_header(struct strbuf *b, const struct rn_tensor *tensors,
-                        int n, const char *const *metadata, int n_meta,
-                        const char *path, struct resnet_error *err) {
-    uint64_t offset = 0;
+/* An unsigned integer as cJSON raw text, exact beyond 2^53. */
+static cJSON *raw_uint(uint64_t v) {
+    char num[24];
 
-    sb_add(b, "{", 1);
+    snprintf(num, sizeof num, "%llu", (unsigned long long)v);
+    return cJSON_CreateRaw(num);
+}
+
+/* One tensor's header entry, its data at [offset, offset + n_bytes). */
+static cJSON *tensor_entry(const struct rn_tensor *t, uint64_t offset) {
+    cJSON *e = cJSON_CreateObject();
+    cJSON *shape = cJSON_AddArrayToObject(e, "shape");
+    cJSON *range = cJSON_AddArrayToObject(e, "data_offsets");
+
+    cJSON_AddStringToObject(e, "dtype", rn_dtype_name(t->dtype));
+    for (int d = 0; d < t->n_dims; d++) {
+        cJSON_AddItemToArray(shape, raw_uint((uint64_t)t->shape[d]));
+    }
+    cJSON_AddItemToArray(range, raw_uint(offset));
+    cJSON_AddItemToArray(range, raw_uint(offset + t->n_bytes));
+    return e;
+}
+
+/*
+ * The JSON header as a new string in *out (*len bytes): __metadata__
+ * first, then the tensors in the given order with consecutive data
+ * offsets, padded with spaces to a multiple of 8 bytes so the data after
+ * the 8-byte length stays aligned. cJSON escapes the names; its calls
+ * accept NULL, so one check at the end catches any failed allocation.
+ */
+static int build_header(char **out, size_t *len,
+                        const struct rn_tensor *tensors, int n,
+                        const char *const *metadata, int n_meta,
+                        const char *path, struct resnet_error *err) {
+    cJSON *root = cJSON_CreateObject();
+    uint64_t offset = 0;
+    char *text, *padded = NULL;
+
     if (n_meta > 0) {
-        sb_puts(b, "\"__metadata__\":{");
+        cJSON *meta = cJSON_AddObjectToObject(root, "__metadata__");
+
         for (int i = 0; i < n_meta; i++) {
-            sb_puts(b, i ? "," : "");
-            sb_json_string(b, metadata[2 * i]);
-            sb_add(b, ":", 1);
-            sb_json_string(b, metadata[2 * i + 1]);
+            cJSON_AddStringToObject(meta, metadata[2 * i],
+                                    metadata[2 * i + 1]);
         }
-        sb_puts(b, n ? "}," : "}");
     }
     for (int i = 0; i < n; i++) {
-        const struct rn_tensor *t = &tensors[i];
-        sb_puts(b, i ? "," : "");
-        sb_json_string(b, t->name);
-        sb_puts(b, ":{\"dtype\":\"");
-        sb_puts(b, rn_dtype_name(t->dtype));
-        sb_puts(b, "\",\"shape\":[");
-        for (int d = 0; d < t->n_dims; d++) {
-            sb_puts(b, d ? "," : "");
-            sb_uint(b, (uint64_t)t->shape[d]);
-        }
-        sb_puts(b, "],\"data_offsets\":[");
-        sb_uint(b, offset);
-        sb_add(b, ",", 1);
-        offset += t->n_bytes;
-        sb_uint(b, offset);
-        sb_puts(b, "]}");
+        cJSON_AddItemToObject(root, tensors[i].name,
+                              tensor_entry(&tensors[i], offset));
+        offset += tensors[i].n_bytes;
     }
-    sb_add(b, "}", 1);
-    while (!b->failed && b->len % 8 != 0) {
-        sb_add(b, " ", 1);
+    text = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+
+    if (text) {
+        *len = (strlen(text) + 7) / 8 * 8;
+        padded = realloc(text, *len + 1);
     }
-    if (b->failed) {
+    if (!padded) {
+        free(text);
         return rn_error(err, RESNET_ENOMEM, 0,
                         "out of memory writing '%s'", path);
     }
+    memset(padded + strlen(padded), ' ', *len - strlen(padded));
+    padded[*len] = '\0';
+    *out = padded;
     return RESNET_OK;
 }
 
 /* Writes length, header and data to f. */
-static int write_body(struct rn_atomic *f, const struct strbuf *header,
-                      const struct rn_tensor *tensors, int n,
-                      struct resnet_error *err) {
+static int write_body(struct rn_atomic *f, const char *header,
+                      size_t header_len, const struct rn_tensor *tensors,
+                      int n, struct resnet_error *err) {
     unsigned char len[8];
     int rc;
 
     for (int i = 0; i < 8; i++) {
-        len[i] = (unsigned char)((uint64_t)header->len >> (8 * i));
+        len[i] = (unsigned char)((uint64_t)header_len >> (8 * i));
     }
     rc = rn_atomic_write(f, len, sizeof len, err);
     if (!rc) {
-        rc = rn_atomic_write(f, header->p, header->len, err);
+        rc = rn_atomic_write(f, header, header_len, err);
     }
     for (int i = 0; !rc && i < n; i++) {
         rc = rn_atomic_write(f, tensors[i].data, tensors[i].n_bytes, err);
@@ -889,24 +844,25 @@ static int write_body(struct rn_atomic *f, const struct strbuf *header,
 int rn_safetensors_write(const char *path, const struct rn_tensor *tensors,
                          int n, const char *const *metadata, int n_meta,
                          bool overwrite, struct resnet_error *err) {
-    struct strbuf header = {0};
+    char *header = NULL;
+    size_t header_len = 0;
     struct rn_atomic f = {0};
     int rc;
 
     if ((rc = check_tensors(tensors, n, path, err)) ||
-        (rc = build_header(&header, tensors, n, metadata, n_meta, path,
-                           err))) {
+        (rc = build_header(&header, &header_len, tensors, n, metadata,
+                           n_meta, path, err))) {
         goto out;
     }
 
     // Each step removes the temporary file again if it fails.
     if ((rc = rn_atomic_open(&f, path, overwrite, err)) ||
-        (rc = write_body(&f, &header, tensors, n, err))) {
+        (rc = write_body(&f, header, header_len, tensors, n, err))) {
         goto out;
     }
     rc = rn_atomic_commit(&f, err);
 
 out:
-    free(header.p);
+    free(header);
     return rc;
 }
