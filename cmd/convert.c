@@ -97,12 +97,8 @@ static int parse_args(int argc, char **argv, struct convert_opts *o) {
         case 'h':
             fputs(usage, stdout);
             return -1;
-        case ':':
-            return usage_error(usage, "option '%s' needs a value",
-                               argv[optind - 1]);
         default:
-            return usage_error(usage, "unknown option '%s'",
-                               argv[optind - 1]);
+            return option_error(usage, opt, argv);
         }
     }
     if (optind == argc) {
