@@ -714,6 +714,20 @@ static int memo_get(struct vm *vm, uint64_t idx) {
     return push(vm, vm->memo[idx]);
 }
 
+/* Adds the n stack values from first to c: key/value pairs to a dict,
+ * items to a list. */
+static int add_values(struct vm *vm, struct rn_pval *c, bool is_dict,
+                      size_t first, size_t n) {
+    int rc = RESNET_OK;
+
+    for (size_t i = 0; i < n && !rc; i += is_dict ? 2 : 1) {
+        rc = is_dict ? dict_set(vm, c, vm->stack[first + i],
+                                vm->stack[first + i + 1])
+                     : seq_add(vm, c, vm->stack[first + i]);
+    }
+    return rc;
+}
+
 /* SETITEM(S), APPEND(S): the values above the mark (or the top two/one). */
 static int op_fill(struct vm *vm, bool is_dict, bool many) {
     size_t first = 0, n = 0;
@@ -738,15 +752,7 @@ static int op_fill(struct vm *vm, bool is_dict, bool many) {
         return bad(vm, is_dict ? "SETITEMS without a dict"
                                : "APPENDS without a list");
     }
-    for (size_t i = 0; i < n && !rc; i += is_dict ? 2 : 1) {
-        if (is_dict) {
-            rc = dict_set(vm, c, vm->stack[first + i],
-                          vm->stack[first + i + 1]);
-        } else {
-            rc = seq_add(vm, c, vm->stack[first + i]);
-        }
-    }
-    return rc;
+    return add_values(vm, c, is_dict, first, n);
 }
 
 /* TUPLE, TUPLE1-3: n values from the top (n < 0: back to the mark). */
@@ -787,14 +793,7 @@ static int op_collect(struct vm *vm, bool is_dict) {
     if (!c) {
         return no_value(vm);
     }
-    for (size_t i = 0; i < n && !rc; i += is_dict ? 2 : 1) {
-        if (is_dict) {
-            rc = dict_set(vm, c, vm->stack[first + i],
-                          vm->stack[first + i + 1]);
-        } else {
-            rc = seq_add(vm, c, vm->stack[first + i]);
-        }
-    }
+    rc = add_values(vm, c, is_dict, first, n);
     return rc ? rc : push(vm, c);
 }
 
