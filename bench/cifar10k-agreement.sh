@@ -40,20 +40,11 @@ trap 'rm -rf "$tmp"' EXIT
 cd "$data" || exit 1
 find . -name '*.jpg' | sed 's|^\./||' | sort >"$tmp/list"
 n=$(wc -l <"$tmp/list")
-# One path a line: split on newlines only, expand no wildcards.
-old_ifs=$IFS
-IFS='
-'
-set -f
-# shellcheck disable=SC2046
-set -- $(cat "$tmp/list")
-set +f
-IFS=$old_ifs
 
 # Ours: every image in one call.
 t0=$(now)
 "$RESNET" classify --format json --logits -k 1 ${JOBS:+-j "$JOBS"} \
-    -m "$top_srcdir/models/cifar10-resnet$DEPTH.json" -w "$weights" "$@" \
+    -m "$top_srcdir/models/cifar10-resnet$DEPTH.json" -w "$weights" -T "$tmp/list" \
     >"$tmp/ours.jsonl"
 rc=$?
 t1=$(now)

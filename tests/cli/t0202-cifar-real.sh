@@ -45,23 +45,14 @@ if ! [ -f "$fix/stamp" ] || [ -n "$(find "$script" -newer "$fix/stamp")" ] ||
     echo "$wdir" >"$fix/stamp"
 fi
 
-# All 200 images in one call; one path a line: split on newlines only,
-# expand no wildcards.
-old_ifs=$IFS
-IFS='
-'
-set -f
-# shellcheck disable=SC2046
-set -- $(cat "$tmp/list")
-set +f
-IFS=$old_ifs
+# All 200 images in one call, listed one a line.
 
 for m in $models; do
     depth=${m%%:*}
     name=cifar10-resnet$depth
     "$RESNET" classify --format json --logits -k 3 \
         -m "$top_srcdir/models/$name.json" \
-        -w "$wdir/akamaster-resnet$depth.safetensors" "$@" \
+        -w "$wdir/akamaster-resnet$depth.safetensors" -T "$tmp/list" \
         >"$tmp/out" 2>"$tmp/err"
     rc=$?
     if [ "$rc" -ne 0 ]; then
